@@ -1,0 +1,42 @@
+"""Objectives an attack *maximises*, one value per sample.
+
+An objective is a callable ``objective(model, x_adv, y) -> Tensor[B]``. Keeping it separate
+from the attack lets one PGD implementation serve every method:
+
+* :func:`cross_entropy` — the classic untargeted attack (PGD-AT, evaluation, AFD).
+* :func:`trades_kl` — TRADES' inner maximisation: KL divergence between the model's
+  predictions on the natural input (fixed) and on the adversarial one.
+
+Per-sample values (not a mean) let restarts keep, for each sample, the strongest example.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Objective = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def cross_entropy(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of the true label: pushes the input away from class ``y``."""
+    return F.cross_entropy(model(x_adv), y, reduction="none")
+
+
+def trades_kl(natural_logits: torch.Tensor) -> Objective:
+    """TRADES objective: ``KL(p(x_nat) || p(x_adv))`` with ``p(x_nat)`` held fixed.
+
+    ``natural_logits`` are the model's logits on the natural batch, computed once (their
+    gradient is not needed). The returned objective ignores ``y``: TRADES' attack looks for the
+    point whose prediction differs most from the natural prediction, whatever the label.
+    """
+    p_nat = F.softmax(natural_logits.detach().float(), dim=1)
+
+    def kl(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        log_p_adv = F.log_softmax(model(x_adv).float(), dim=1)
+        return F.kl_div(log_p_adv, p_nat, reduction="none").sum(dim=1)
+
+    return kl

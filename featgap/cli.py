@@ -1,0 +1,179 @@
+"""The ``featgap`` command (also ``python -m featgap``).
+
+    featgap train --dataset mnist5k --model smallcnn --method pgd_at --out runs/pgd_at
+    featgap eval runs/pgd_at --n 500
+    featgap data list | featgap data download cifar10
+    featgap demo
+
+Flags mean the same in every sub-command. Bad input (an unknown name, ε outside [0, 1], a
+checkpoint of another architecture, a missing data folder) prints one line to stderr and
+exits with code 2, before anything is written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from featgap.errors import FeatgapError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (plus the exit code 2 argparse already uses)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _common(p: argparse.ArgumentParser, *, training: bool) -> None:
+    g = p.add_argument_group("common")
+    if training:
+        g.add_argument("--dataset", default="mnist5k", help="dataset name (featgap data list); default mnist5k")
+        g.add_argument("--model", default="smallcnn", help="smallcnn | preact_resnet18 | resnet18 | wrn34_10")
+    g.add_argument("--eps", type=float, default=None, help="L∞/L2 radius in pixel units (default: the dataset's)")
+    g.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
+    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    g.add_argument("--data-root", default="data", help="where datasets live (default ./data)")
+    g.add_argument("--download", action="store_true", help="download the dataset if it is missing")
+    g.add_argument("--batch-size", type=int, default=None, help="images per batch")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="featgap", description="See and close the feature gap between natural and "
+                     "adversarial inputs.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    t = sub.add_parser("train", help="train a model; writes a run directory",
+                       description="Train with one of the methods; writes --out (config.json, metrics.jsonl, "
+                       "checkpoints/*.safetensors, summary.json). Rerunning an interrupted command resumes it.")
+    _common(t, training=True)
+    t.add_argument("--method", default="standard", help="standard | pgd_at | trades | vaft")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--out", required=True, help="run directory to create (or resume)")
+    t.add_argument("--lr", type=float, default=0.1, help="base learning rate (SGD, momentum 0.9)")
+    t.add_argument("--weight-decay", type=float, default=5e-4)
+    t.add_argument("--schedule", default="piecewise", help="piecewise (×0.1 at 50%%, 75%%) | cosine | constant")
+    t.add_argument("--norm", default="linf", help="linf | l2 (training attack)")
+    t.add_argument("--attack-steps", type=int, default=10, help="PGD steps in training (default 10)")
+    t.add_argument("--eps-warmup", type=float, default=0.0, help="epochs over which ε ramps up from 0")
+    t.add_argument("--trades-beta", type=float, default=6.0, help="TRADES β (default 6)")
+    t.add_argument("--ema", type=float, default=None, help="weight-EMA decay, e.g. 0.999 (off by default)")
+    t.add_argument("--init", default=None, help="run directory or .safetensors to start from (vaft needs it)")
+    t.add_argument("--val-fraction", type=float, default=0.0,
+                   help="carve a validation split from train for per-epoch monitoring (tune on it)")
+    t.add_argument("--monitor-n", type=int, default=500, help="images for per-epoch accuracy/feature gap")
+
+    e = sub.add_parser("eval", help="clean / PGD-20 / AutoAttack accuracy of a run, with sanity checks",
+                       description="Evaluate a run on its dataset's test split (EVALUATION.md protocol); "
+                       "writes RUN_DIR/eval.json.")
+    e.add_argument("run_dir", help="a run directory written by featgap train")
+    _common(e, training=False)
+    e.add_argument("--n", type=int, default=None, help="stratified test subset size (default: whole test split)")
+    e.add_argument("--norm", default="linf", help="linf | l2")
+    e.add_argument("--pgd-steps", type=int, default=20)
+    e.add_argument("--no-autoattack", action="store_true", help="skip AutoAttack (much faster)")
+
+    d = sub.add_parser("data", help="list or download datasets")
+    dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    dsub.add_parser("list", help="datasets, their sizes and whether they are on disk").add_argument(
+        "--data-root", default="data")
+    dl = dsub.add_parser("download", help="download a dataset into --data-root (needs network access)")
+    dl.add_argument("name")
+    dl.add_argument("--data-root", default="data")
+
+    m = sub.add_parser("demo", help="the main job: standard vs PGD-AT on mnist5k, evaluated, in minutes",
+                       description="Train smallcnn on the bundled MNIST digits with standard training and with "
+                       "PGD-AT, evaluate both (clean, PGD-20, AutoAttack) and print a table with their feature gap.")
+    m.add_argument("--out", default="runs/demo", help="folder for the demo's runs (default runs/demo)")
+    m.add_argument("--n", type=int, default=500, help="test images to evaluate on (stratified; default 500)")
+    m.add_argument("--device", default="auto")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--fresh", action="store_true", help="retrain even if finished demo runs exist")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> None:
+    from featgap.train import TrainConfig, Trainer
+
+    cfg = TrainConfig(dataset=args.dataset, model=args.model, method=args.method, epochs=args.epochs,
+                      batch_size=args.batch_size or 128, lr=args.lr, weight_decay=args.weight_decay,
+                      schedule=args.schedule, eps=args.eps, norm=args.norm, attack_steps=args.attack_steps,
+                      eps_warmup_epochs=args.eps_warmup, trades_beta=args.trades_beta, ema_decay=args.ema,
+                      seed=args.seed, device=args.device, data_root=args.data_root, download=args.download,
+                      init=args.init, val_fraction=args.val_fraction, monitor_n=args.monitor_n)
+    trainer = Trainer(cfg, out=args.out)
+    trainer.fit()
+    last = trainer.last_record if hasattr(trainer, "last_record") else {}
+    print(f"finished {args.out}: " + ", ".join(f"{k} {last[k]:.4g}" for k in
+          ("train_loss", "monitor_clean_acc", "monitor_pgd_acc", "gap_l2") if k in last))
+
+
+def _eval(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from featgap import data, runs
+    from featgap.evaluate import evaluate
+    from featgap.train import resolve_device
+
+    if args.eps is not None and not 0.0 <= args.eps <= 1.0:
+        raise FeatgapError(f"--eps must be in [0, 1] (pixel units); got {args.eps}")
+    if args.n is not None and args.n < 1:
+        raise FeatgapError(f"--n must be at least 1; got {args.n}")
+    config = runs.read_config(args.run_dir)
+    device = resolve_device(args.device)
+    model = runs.load(args.run_dir, device=device)
+    test = data.load(config["config"]["dataset"], "test", args.data_root, args.download)
+    result = evaluate(model, test, eps=args.eps, norm=args.norm, n=args.n, pgd_steps=args.pgd_steps,
+                      autoattack=not args.no_autoattack, seed=args.seed, batch_size=args.batch_size or 250)
+    runs.write_json(Path(args.run_dir) / "eval.json", result.as_dict())
+    print(result.report())
+
+
+def _data(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from featgap import data
+
+    if args.data_command == "download":
+        data.info(args.name)
+        data.download(args.name, args.data_root)
+        print(f"{args.name} is ready under {args.data_root}")
+        return
+    print(f"{'name':15} {'classes':>7} {'shape':>9} {'eps':>7}  {'where':9} source")
+    for name, meta in data.DATASETS.items():
+        where = "bundled" if meta.offline else ("on disk" if _on_disk(name, Path(args.data_root)) else "missing")
+        print(f"{name:15} {meta.num_classes:>7} {meta.in_channels}×{meta.image_size}×{meta.image_size:<3} "
+              f"{meta.eps:>7.4g}  {where:9} {meta.source}")
+
+
+def _on_disk(name: str, root: object) -> bool:
+    from featgap import data
+
+    try:
+        data.load(name, "test", root)  # type: ignore[arg-type]
+        return True
+    except FeatgapError:
+        return False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            _train(args)
+        elif args.command == "eval":
+            _eval(args)
+        elif args.command == "data":
+            _data(args)
+        elif args.command == "demo":
+            from featgap.demo import run_demo
+
+            run_demo(out=args.out, n=args.n, device=args.device, seed=args.seed, fresh=args.fresh)
+    except FeatgapError as err:
+        print(f"featgap: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("featgap: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    return 0

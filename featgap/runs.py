@@ -1,0 +1,188 @@
+"""Run directories: the one unit that training writes and everything else reads.
+
+::
+
+    RUN_DIR/
+      config.json          resolved TrainConfig, model card, package versions, seed, git commit
+      metrics.jsonl        one JSON object per epoch (loss, accuracies, feature gap, lr, time)
+      checkpoints/
+        last.safetensors   latest training state (model, EMA, optimiser buffers, RNG) for resume
+        state.json         epoch and step of last.safetensors
+        model.safetensors  final weights (the EMA weights when EMA is on), written at the end
+      summary.json         final numbers; present only once training has finished
+      eval.json            written by ``featgap eval``
+
+Weights are stored with safetensors and never unpickled. Every file is written atomically
+(temporary file + rename), so an interrupted run never leaves a half-written file.
+
+>>> model = featgap.runs.load("runs/demo/pgd_at")       # ready to use, in eval mode
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from featgap.errors import FeatgapError
+
+CONFIG, METRICS, SUMMARY = "config.json", "metrics.jsonl", "summary.json"
+FINAL, LAST, STATE = "checkpoints/model.safetensors", "checkpoints/last.safetensors", "checkpoints/state.json"
+
+
+# ---------------------------------------------------------------- atomic writes
+def _atomic(path: Path, write: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON, atomically."""
+    _atomic(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str) + "\n"))
+
+
+def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Save tensors with safetensors, atomically (contiguous CPU copies)."""
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    _atomic(Path(path), lambda tmp: save_file(cpu, tmp))
+
+
+def append_jsonl(path: Path, obj: dict) -> None:
+    """Append one line; the whole file is rewritten atomically so a crash never cuts a line."""
+    path = Path(path)
+    old = path.read_text() if path.exists() else ""
+    _atomic(path, lambda tmp: Path(tmp).write_text(old + json.dumps(obj, default=str) + "\n"))
+
+
+def read_tensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise FeatgapError(f"cannot read weights {path}: {err}") from None
+
+
+# ---------------------------------------------------------------- provenance
+def environment_info() -> dict[str, Any]:
+    """Versions of Python and the main packages, and the featgap git commit if known."""
+    import featgap
+
+    info: dict[str, Any] = {"python": platform.python_version(), "featgap": featgap.__version__,
+                            "torch": torch.__version__}
+    for name in ("torchvision", "numpy", "pyautoattack"):
+        try:
+            info[name] = __import__(name).__version__
+        except Exception:  # noqa: BLE001 - absent optional package
+            info[name] = None
+    try:
+        repo = Path(featgap.__file__).resolve().parent.parent
+        info["git_commit"] = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                                            text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        info["git_commit"] = None
+    return info
+
+
+# ---------------------------------------------------------------- reading runs
+def read_config(run_dir: str | Path) -> dict:
+    path = Path(run_dir) / CONFIG
+    if not path.is_file():
+        raise FeatgapError(f"{run_dir} is not a featgap run directory (no {CONFIG})")
+    return json.loads(path.read_text())
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The per-epoch records of a run, in order."""
+    path = Path(run_dir) / METRICS
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def read_summary(run_dir: str | Path) -> dict | None:
+    path = Path(run_dir) / SUMMARY
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def build_model(card: dict) -> nn.Module:
+    """An untrained model of the architecture a config's ``model_card`` describes."""
+    from featgap import models
+
+    return models.create(card["name"], num_classes=card["num_classes"], in_channels=card["in_channels"],
+                         mean=card["mean"], std=card["std"])
+
+
+def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict`` with a one-line error when the weights belong to another architecture."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shape = [k for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or shape:
+        what = (f"{len(missing)} missing" if missing else "") + (f" {len(unexpected)} unexpected" if unexpected else "")
+        what += f" {len(shape)} of another shape (e.g. {shape[0]})" if shape else ""
+        raise FeatgapError(f"{source} does not fit model {type(model).__name__}: {what.strip()} tensors "
+                           f"(a checkpoint of another architecture or dataset?)")
+    model.load_state_dict(state)
+
+
+def load(run_dir: str | Path, which: str = "final", device: torch.device | str = "cpu") -> nn.Module:
+    """The trained model of a run, in eval mode on ``device``.
+
+    ``which="final"`` gives the exported weights (EMA weights when EMA was on); while a run is
+    still unfinished it falls back to the latest checkpoint. ``which="last"`` always reads the
+    latest training checkpoint (the raw, non-EMA weights).
+    """
+    run_dir = Path(run_dir)
+    config = read_config(run_dir)
+    model = build_model(config["model_card"])
+    final, last = run_dir / FINAL, run_dir / LAST
+    if which == "final" and final.exists():
+        state = read_tensors(final)
+    elif last.exists():
+        full = read_tensors(last)
+        prefix = "ema." if which == "final" and any(k.startswith("ema.") for k in full) else "model."
+        state = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
+    else:
+        raise FeatgapError(f"{run_dir} has no checkpoint yet")
+    load_state_into(model, state, str(run_dir))
+    return model.to(device).eval()
+
+
+def load_init_weights(model: nn.Module, source: str | Path, model_name: str) -> dict:
+    """Load starting weights for fine-tuning from a run directory or a ``.safetensors`` file.
+
+    Returns a short description of the source for ``config.json``. A run of another
+    architecture, or a file whose tensors do not fit, is a one-line :class:`FeatgapError`.
+    """
+    path = Path(source)
+    if path.is_dir():
+        card = read_config(path)["model_card"]
+        if card["name"] != model_name:
+            raise FeatgapError(f"--init {path} holds a {card['name']} model, but --model is {model_name}")
+        trained = load(path)
+        load_state_into(model, trained.state_dict(), str(path))
+        return {"run": str(path.resolve()), "model": card["name"]}
+    if path.is_file():
+        load_state_into(model, read_tensors(path), str(path))
+        return {"file": str(path.resolve())}
+    raise FeatgapError(f"--init {path} not found (give a run directory or a .safetensors file)")
+
+
+def read_json(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())

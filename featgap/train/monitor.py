@@ -1,0 +1,56 @@
+"""Per-epoch measurements on a fixed subset: clean and PGD accuracy, and the feature gap.
+
+:class:`EpochMonitor` is the trainer's default callback. Every epoch it attacks the same
+``n`` images (a stratified subset of the validation split when there is one, else of the test
+split) with PGD and records::
+
+    monitor_clean_acc, monitor_pgd_acc          accuracies in percent
+    gap_l2, gap_linf, gap_cosine, gap_rel_l2    mean per-sample feature gap (see probes)
+
+so ``metrics.jsonl`` traces how the feature gap opens or closes during training.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from featgap.attacks import eval_mode, pgd
+from featgap.data import ImageSet
+from featgap.probes import feature_gap
+
+
+class EpochMonitor:
+    """Callback: ``monitor(model, epoch) -> dict`` of the numbers above."""
+
+    def __init__(self, data: ImageSet, *, n: int, eps: float, steps: int, norm: str,
+                 device: torch.device, batch_size: int = 500, seed: int = 0) -> None:
+        subset = data.stratified_subset(n, seed) if n < len(data) else data
+        self.split = data.split
+        self.x, self.y = subset.tensors(device)
+        self.eps, self.steps, self.norm, self.batch_size = eps, steps, norm, batch_size
+        self.seed = seed
+
+    def __call__(self, model: nn.Module, epoch: int) -> dict[str, float]:
+        if len(self.y) == 0:
+            return {}
+        clean_hits = pgd_hits = 0
+        gaps: dict[str, list[torch.Tensor]] = {}
+        cuda = [self.x.device] if self.x.device.type == "cuda" else []
+        # Own RNG stream: the same attack noise for the same epoch, and the trainer's stream
+        # untouched (so a resumed run continues exactly as an uninterrupted one).
+        with torch.random.fork_rng(devices=cuda), eval_mode(model):
+            torch.manual_seed(self.seed + epoch)
+            for i in range(0, len(self.y), self.batch_size):
+                x, y = self.x[i:i + self.batch_size], self.y[i:i + self.batch_size]
+                x_adv = pgd(model, x, y, eps=self.eps, steps=self.steps, norm=self.norm)
+                with torch.no_grad():
+                    clean_hits += (model(x).argmax(1) == y).sum().item()
+                    pgd_hits += (model(x_adv).argmax(1) == y).sum().item()
+                for k, v in feature_gap(model, x, x_adv).items():
+                    gaps.setdefault(k, []).append(v)
+        n = len(self.y)
+        out = {"monitor_split": self.split, "monitor_n": n,
+               "monitor_clean_acc": 100.0 * clean_hits / n, "monitor_pgd_acc": 100.0 * pgd_hits / n}
+        out.update({f"gap_{k}": torch.cat(v).mean().item() for k, v in gaps.items()})
+        return out

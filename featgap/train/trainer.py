@@ -1,0 +1,236 @@
+"""The one training loop, shared by every method.
+
+:class:`Trainer` owns what every method needs and none should rewrite: device choice, data on
+the device, SGD with momentum and weight decay, the lr schedule and ε warm-up, bf16 autocast
+and channels-last on CUDA, weight EMA, a progress bar, per-epoch monitoring (accuracy and the
+feature gap), checkpoints, and exact resume. A method (:mod:`featgap.methods`) only turns a
+batch into a loss.
+
+Read :meth:`Trainer.fit` top to bottom: it is the whole algorithm.
+
+>>> cfg = TrainConfig(dataset="mnist5k", model="smallcnn", method="pgd_at", epochs=5)
+>>> model = Trainer(cfg, out="runs/pgd_at").fit()
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from featgap import data as fg_data
+from featgap import methods, models, runs
+from featgap.errors import FeatgapError
+from featgap.progress import progress
+from featgap.train.config import TrainConfig
+from featgap.train.ema import ModelEMA
+from featgap.train.monitor import EpochMonitor
+from featgap.train.schedule import lr_factor, ramp
+
+Callback = Callable[[nn.Module, int], dict]
+"""``callback(eval_model, epoch) -> dict`` merged into that epoch's ``metrics.jsonl`` record."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` picks cuda > mps > cpu; an unavailable explicit choice is a one-line error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FeatgapError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise FeatgapError("--device mps: MPS is not available on this machine (use --device cpu)")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """Train ``config.method`` on ``config.dataset``; write a run directory to ``out``.
+
+    Everything that can be wrong with the input (names, ε, data on disk, the ``init``
+    checkpoint, an ``out`` that holds another run) is checked in the constructor, before a
+    single file is written. ``out=None`` trains without writing anything.
+    """
+
+    def __init__(self, config: TrainConfig, out: str | Path | None = None,
+                 callbacks: Sequence[Callback] = (), monitor: bool = True) -> None:
+        self.config = cfg = config.resolved()
+        self.out = Path(out) if out is not None else None
+        self.device = resolve_device(cfg.device)
+        seed_everything(cfg.seed)
+        method_cls = methods.get(cfg.method)
+        if method_cls.needs_init and cfg.init is None:
+            raise FeatgapError(f"method {cfg.method} fine-tunes a trained model: pass --init RUN_DIR")
+        self.info = fg_data.info(cfg.dataset)
+        train = fg_data.load(cfg.dataset, "train", cfg.data_root, cfg.download)
+        test = fg_data.load(cfg.dataset, "test", cfg.data_root, cfg.download)
+        monitor_set = test
+        if cfg.val_fraction > 0:
+            train, monitor_set = train.split_off(cfg.val_fraction, seed=cfg.seed)
+        self.train_set = train
+        self.model = models.create(cfg.model, self.info.num_classes, self.info.in_channels,
+                                   self.info.mean, self.info.std)
+        self.init_source = runs.load_init_weights(self.model, cfg.init, cfg.model) if cfg.init else None
+        self.method = method_cls(methods.AttackSettings(cfg.attack_steps, cfg.attack_step_size, cfg.norm),
+                                 **({"beta": cfg.trades_beta} if cfg.method == "trades" else {}), **cfg.extra)
+        self.callbacks: list[Callback] = list(callbacks)
+        if monitor and cfg.monitor_n > 0:
+            self.callbacks.insert(0, EpochMonitor(monitor_set, n=cfg.monitor_n, eps=cfg.eps,
+                                                  steps=cfg.monitor_pgd_steps, norm=cfg.norm, device=self.device))
+        self.start_epoch = 0
+        self.step = 0
+        self._check_out_dir()
+
+    # ------------------------------------------------------------------ run directory
+    def _config_record(self) -> dict:
+        m = self.model
+        return {"config": self.config.as_dict(),
+                "model_card": {"name": self.config.model, "num_classes": m.num_classes, "in_channels": m.in_channels,
+                               "feature_dim": m.feature_dim, "mean": list(self.info.mean), "std": list(self.info.std),
+                               "layer_names": list(m.layer_names)},
+                "dataset": self.info.as_dict(), "init": self.init_source, "environment": runs.environment_info()}
+
+    def _check_out_dir(self) -> None:
+        out = self.out
+        if out is None or not out.exists():
+            return
+        if not out.is_dir():
+            raise FeatgapError(f"--out {out} exists and is not a directory")
+        if not (out / runs.CONFIG).exists():
+            if any(out.iterdir()):
+                raise FeatgapError(f"--out {out} is a non-empty folder that is not a featgap run; choose another")
+            return
+        if (out / runs.SUMMARY).exists():
+            raise FeatgapError(f"--out {out} holds a finished run; choose another --out or delete it")
+        old = runs.read_config(out)["config"]
+        new = self.config.as_dict()
+        differ = [k for k in new if k not in ("device", "download") and _jsonable(old.get(k)) != _jsonable(new[k])]
+        if differ:
+            raise FeatgapError(f"--out {out} holds an unfinished run with other settings ({', '.join(differ)}); "
+                               "resume it with the same settings or choose another --out")
+        self._resume_from = out
+
+    # ------------------------------------------------------------------ checkpoints
+    def _save_checkpoint(self, epoch: int, optimizer: torch.optim.Optimizer, ema: ModelEMA | None) -> None:
+        assert self.out is not None
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        if ema is not None:
+            tensors.update({f"ema.{k}": v for k, v in ema.module.state_dict().items()})
+        for idx, st in optimizer.state_dict()["state"].items():
+            tensors.update({f"optim.{idx}.{k}": v for k, v in st.items() if torch.is_tensor(v)})
+        tensors["rng.cpu"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        runs.write_tensors(self.out / runs.LAST, tensors)
+        runs.write_json(self.out / runs.STATE, {"epoch": epoch, "step": self.step})
+
+    def _resume(self, optimizer: torch.optim.Optimizer, ema: ModelEMA | None) -> None:
+        out = self.out
+        assert out is not None
+        if not (out / runs.LAST).exists():
+            return
+        state = runs.read_json(out / runs.STATE)
+        full = runs.read_tensors(out / runs.LAST)
+        part = lambda p: {k[len(p):]: v for k, v in full.items() if k.startswith(p)}  # noqa: E731
+        runs.load_state_into(self.model, part("model."), str(out))
+        if ema is not None:
+            ema.module.load_state_dict(part("ema."))
+        opt_state = optimizer.state_dict()
+        buffers: dict[int, dict] = {}
+        for k, v in part("optim.").items():
+            idx, name = k.split(".", 1)
+            buffers.setdefault(int(idx), {})[name] = v.to(self.device)
+        opt_state["state"] = buffers
+        optimizer.load_state_dict(opt_state)
+        torch.set_rng_state(full["rng.cpu"])
+        if "rng.cuda" in full and self.device.type == "cuda":
+            torch.cuda.set_rng_state(full["rng.cuda"], self.device)
+        self.start_epoch, self.step = state["epoch"], state["step"]
+
+    # ------------------------------------------------------------------ the loop
+    def fit(self) -> nn.Module:
+        """Train; return the model to evaluate (the EMA copy when EMA is on), in eval mode."""
+        cfg, dev = self.config, self.device
+        cuda = dev.type == "cuda"
+        model = self.model.to(dev)
+        if cuda and cfg.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+                                    weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+        ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay else None
+        if self.out is not None:
+            if getattr(self, "_resume_from", None) is not None:
+                self._resume(optimizer, ema)
+            else:
+                runs.write_json(self.out / runs.CONFIG, self._config_record())
+        loader = fg_data.BatchLoader(self.train_set, cfg.batch_size, shuffle=True, augment=cfg.augment,
+                                     drop_last=len(self.train_set) > cfg.batch_size, device=dev, seed=cfg.seed,
+                                     channels_last=cuda and cfg.channels_last)
+        loader.epoch = self.start_epoch
+        autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=cuda and cfg.amp)
+        started = time.perf_counter()
+        for epoch in range(self.start_epoch, cfg.epochs):
+            epoch_start = time.perf_counter()
+            model.train()
+            sums: dict[str, float] = {}
+            seen = 0
+            bar = progress(loader, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", leave=False)
+            for i, (x, y) in enumerate(bar):
+                t = epoch + i / len(loader)
+                lr = cfg.lr * lr_factor(t, cfg.epochs, cfg.schedule, cfg.lr_steps or (), cfg.warmup_epochs)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                eps = cfg.eps * ramp(t, cfg.eps_warmup_epochs)
+                with autocast:
+                    loss, metrics = self.method.loss(model, x, y, eps)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                self.step += 1
+                if ema is not None:
+                    ema.update(model, self.step)
+                b = len(y)
+                seen += b
+                for k, v in {"loss": loss.detach(), **metrics}.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * b
+                bar.set_postfix({k: f"{v / seen:.3f}" for k, v in sums.items()}, refresh=False)
+            eval_model = ema.module if ema is not None else model
+            record = {"epoch": epoch + 1, "step": self.step, "lr": lr, "eps": eps,
+                      **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}
+            for callback in self.callbacks:
+                record.update(callback(eval_model, epoch))
+            record["seconds"] = time.perf_counter() - epoch_start
+            if self.out is not None:
+                runs.append_jsonl(self.out / runs.METRICS, record)
+                self._save_checkpoint(epoch + 1, optimizer, ema)
+            self.last_record = record
+        final = ema.module if ema is not None else model
+        if self.out is not None:
+            runs.write_tensors(self.out / runs.FINAL, final.state_dict())
+            runs.write_json(self.out / runs.SUMMARY, {
+                "epochs": cfg.epochs, "exported": "ema" if ema is not None else "raw", "device": str(dev),
+                "train_seconds_this_session": time.perf_counter() - started,
+                "last_epoch": runs.read_metrics(self.out)[-1] if runs.read_metrics(self.out) else None})
+        return final.eval()
+
+
+def _jsonable(v: object) -> object:
+    """Tuples and lists compare equal after a JSON round trip."""
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
