@@ -113,6 +113,11 @@ def _pgd_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs: obje
     return _pgd_attack(model, x, y, **kwargs)[1]  # type: ignore[arg-type]
 
 
+def _percent(mask: torch.Tensor) -> float:
+    """Share of True entries in percent, from exact integer counts (no float32 rounding)."""
+    return 100.0 * int(mask.sum().item()) / max(mask.numel(), 1)
+
+
 class _CollectWarnings(logging.Handler):
     def __init__(self) -> None:
         super().__init__(level=logging.WARNING)
@@ -151,7 +156,7 @@ def autoattack_masks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps:
                     adversary.attacks_to_run = [attack]
                     x_adv, _ = adversary.run_standard_evaluation(x[idx], y[idx], batch_size=batch_size)
                     robust[idx] = _accuracy_mask(model, x_adv, y[idx], batch_size)
-                after[attack] = 100.0 * robust.float().mean().item()
+                after[attack] = _percent(robust)
                 bar.set_postfix_str(f"{attack} → {after[attack]:.1f}%")
     finally:
         aa_logger.removeHandler(handler)
@@ -184,8 +189,7 @@ def evaluate(model: nn.Module, data: ImageSet, *, eps: float | None = None, norm
     clean_mask = _accuracy_mask(model, x, y, batch_size)
     x_adv, pgd_ok = _pgd_attack(model, x, y, eps=eps, steps=pgd_steps, norm=norm, batch_size=batch_size,
                                 desc=f"PGD-{pgd_steps}", step_size=pgd_step_size)
-    pct = lambda m: 100.0 * m.float().mean().item()  # noqa: E731
-    result = EvalResult(n=len(y), eps=eps, norm=norm, seed=seed, clean=pct(clean_mask), pgd=pct(pgd_ok),
+    result = EvalResult(n=len(y), eps=eps, norm=norm, seed=seed, clean=_percent(clean_mask), pgd=_percent(pgd_ok),
                         pgd_steps=pgd_steps)
     if hasattr(model, "features"):
         result.feature_gap = {k: v.mean().item() for k, v in feature_gap(model, x, x_adv, batch_size).items()}
@@ -193,8 +197,8 @@ def evaluate(model: nn.Module, data: ImageSet, *, eps: float | None = None, norm
     if autoattack:
         aa_ok, result.autoattack_by_attack, aa_warnings = autoattack_masks(
             model, x, y, eps=eps, norm=norm, seed=seed, batch_size=batch_size, start_mask=clean_mask)
-        result.autoattack = pct(aa_ok)
-        result.robust = pct(aa_ok & pgd_ok)
+        result.autoattack = _percent(aa_ok)
+        result.robust = _percent(aa_ok & pgd_ok)
     if sanity_checks:
         result.checks = _sanity_checks(model, x, y, result, clean_mask, eps=eps, norm=norm,
                                        batch_size=batch_size, aa_warnings=aa_warnings)
@@ -205,16 +209,15 @@ def evaluate(model: nn.Module, data: ImageSet, *, eps: float | None = None, norm
 def _sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, r: EvalResult, clean_mask: torch.Tensor,
                    *, eps: float, norm: str, batch_size: int, aa_warnings: list[str]) -> list[Check]:
     """The checks of EVALUATION.md, each computed, none assumed."""
-    pct = lambda m: 100.0 * m.float().mean().item()  # noqa: E731
     checks = []
-    zero = pct(_pgd_mask(model, x, y, eps=0.0, steps=2, norm=norm, batch_size=batch_size, desc="check ε=0"))
+    zero = _percent(_pgd_mask(model, x, y, eps=0.0, steps=2, norm=norm, batch_size=batch_size, desc="check ε=0"))
     checks.append(Check("accuracy at ε=0 equals clean", abs(zero - r.clean) < 1e-9,
                         f"ε=0: {zero:.2f} vs clean {r.clean:.2f}"))
-    half = pct(_pgd_mask(model, x, y, eps=eps / 2, steps=r.pgd_steps, norm=norm, batch_size=batch_size,
+    half = _percent(_pgd_mask(model, x, y, eps=eps / 2, steps=r.pgd_steps, norm=norm, batch_size=batch_size,
                          desc="check ε/2"))
     checks.append(Check("robust accuracy does not rise with ε", half >= r.pgd,
                         f"PGD at ε/2: {half:.2f} ≥ PGD at ε: {r.pgd:.2f}"))
-    few = pct(_pgd_mask(model, x, y, eps=eps, steps=5, norm=norm, batch_size=batch_size, desc="check PGD-5"))
+    few = _percent(_pgd_mask(model, x, y, eps=eps, steps=5, norm=norm, batch_size=batch_size, desc="check PGD-5"))
     checks.append(Check("more PGD steps do not help the model", few >= r.pgd,
                         f"PGD-5: {few:.2f} ≥ PGD-{r.pgd_steps}: {r.pgd:.2f}"))
     checks.append(Check("clean ≥ PGD", r.clean >= r.pgd, f"{r.clean:.2f} ≥ {r.pgd:.2f}"))

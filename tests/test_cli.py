@@ -1,0 +1,94 @@
+"""The command line as a user meets it: bad input is one line on stderr, exit 2, nothing written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from featgap import runs
+from featgap.cli import main
+
+
+def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "FEATGAP_PROGRESS": "0"}
+    return subprocess.run([sys.executable, "-m", "featgap", *args], capture_output=True, text=True, cwd=cwd,
+                          env=env, timeout=600)
+
+
+BAD_TRAIN = {
+    "unknown dataset": (["--dataset", "imagenet-1k"], "unknown dataset 'imagenet-1k'"),
+    "unknown model": (["--model", "vgg"], "unknown model 'vgg'"),
+    "unknown method": (["--method", "magic"], "unknown method 'magic'"),
+    "eps above 1": (["--eps", "8"], "--eps must be in [0, 1]"),
+    "negative eps": (["--eps", "-0.1"], "--eps must be in [0, 1]"),
+    "missing data folder": (["--dataset", "cifar10", "--data-root", "nowhere"], "featgap data download cifar10"),
+    "vaft without init": (["--method", "vaft"], "--init"),
+    "init not found": (["--method", "vaft", "--init", "no/such/run"], "not found"),
+    "not a number": (["--epochs", "many"], "invalid int value"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_TRAIN))
+def test_bad_train_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path):
+    extra, message = BAD_TRAIN[case]
+    out = tmp_path / "run"
+    result = _run("train", "--out", str(out), "--epochs", "1", *extra, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr and message in lines[0]
+    assert not out.exists(), "no half-written run directory"
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path, capsys):
+    from featgap import models
+
+    ckpt = tmp_path / "resnet.safetensors"
+    runs.write_tensors(ckpt, models.create("resnet18", 10, 1).state_dict())
+    out = tmp_path / "run"
+    code = main(["train", "--method", "vaft", "--init", str(ckpt), "--out", str(out), "--epochs", "1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "does not fit" in err[0]
+    assert not out.exists()
+
+
+def test_eval_of_a_folder_that_is_no_run(tmp_path, capsys):
+    assert main(["eval", str(tmp_path)]) == 2
+    assert "not a featgap run directory" in capsys.readouterr().err
+
+
+def test_data_list_and_download_errors(tmp_path, capsys):
+    assert main(["data", "list", "--data-root", str(tmp_path)]) == 0
+    listing = capsys.readouterr().out
+    assert "mnist5k" in listing and "bundled" in listing and "missing" in listing
+    assert main(["data", "download", "mnist5k", "--data-root", str(tmp_path)]) == 2
+    assert "nothing to download" in capsys.readouterr().err
+    assert main(["data", "download", "nope"]) == 2
+
+
+def test_every_subcommand_has_help():
+    for sub in (["train"], ["eval"], ["data"], ["data", "list"], ["data", "download"], ["demo"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main([*sub, "--help"])
+        assert exit_info.value.code == 0
+
+
+@pytest.mark.slow
+def test_train_then_eval_from_the_command_line(tmp_path):
+    out = tmp_path / "pgd"
+    result = _run("train", "--method", "pgd_at", "--epochs", "1", "--attack-steps", "2", "--monitor-n", "50",
+                  "--batch-size", "256", "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "finished" in result.stdout
+    result = _run("eval", str(out), "--n", "40", "--no-autoattack", "--pgd-steps", "3", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "clean" in result.stdout and "[ok] accuracy at ε=0 equals clean" in result.stdout
+    saved = json.loads((out / "eval.json").read_text())
+    assert saved["n"] == 40 and saved["autoattack"] is None
+    bad = _run("eval", str(out), "--eps", "2", cwd=tmp_path)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

@@ -1,0 +1,23 @@
+"""The main job, end to end, checked against the acceptance criteria of the foundation issue."""
+
+from __future__ import annotations
+
+import pytest
+
+from featgap.demo import format_table, run_demo
+
+
+@pytest.mark.slow
+def test_demo_trains_evaluates_and_pgd_at_is_robust(tmp_path, capsys):
+    results = run_demo(out=tmp_path / "demo", n=100)
+    std, adv = results["standard"], results["pgd_at"]
+    assert adv.pgd >= std.pgd + 40.0, (std.pgd, adv.pgd)
+    for r in (std, adv):
+        assert r.autoattack is not None and r.autoattack <= r.pgd <= r.clean
+        assert r.n == 100
+    assert adv.feature_gap["l2"] < std.feature_gap["l2"]  # robust features move less under attack
+    out = capsys.readouterr().out
+    assert "n = 100" in out and "gap L2" in out and format_table(results) in out
+    # a second call reuses the finished runs instead of retraining
+    run_demo(out=tmp_path / "demo", n=20)
+    assert "reusing the finished run" in capsys.readouterr().out
