@@ -122,21 +122,24 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps
     with eval_mode(model), torch.enable_grad():
         best = _pgd_once(model, x, y, eps, steps, alpha, norm, random_start, objective)
         if restarts > 1:
-            best_score = _restart_score(model, best, y, objective)
+            best_fooled, best_obj = _restart_score(model, best, y, objective)
             for _ in range(restarts - 1):
                 cand = _pgd_once(model, x, y, eps, steps, alpha, norm, random_start, objective)
-                score = _restart_score(model, cand, y, objective)
-                better = score > best_score
+                fooled, obj = _restart_score(model, cand, y, objective)
+                # fooling the model ranks first; among equals the higher objective wins
+                better = (fooled & ~best_fooled) | ((fooled == best_fooled) & (obj > best_obj))
                 best = torch.where(better.view(-1, *([1] * (x.ndim - 1))), cand, best)
-                best_score = torch.maximum(score, best_score)
+                best_fooled = best_fooled | fooled
+                best_obj = torch.where(better, obj, best_obj)
     return best
 
 
-def _restart_score(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, objective: Objective) -> torch.Tensor:
-    """Rank restarts: fooling the model counts first (+1e6), then the objective's value."""
+def _restart_score(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, objective: Objective
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample: (does it fool the model, the objective's value in float64)."""
     with torch.no_grad():
         fooled = model(x_adv).argmax(1) != y
-        return objective(model, x_adv, y).float() + fooled.float() * 1e6
+        return fooled, objective(model, x_adv, y).double()
 
 
 def fgsm(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str = "linf",

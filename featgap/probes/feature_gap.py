@@ -28,7 +28,11 @@ def pairwise_gap(f_nat: torch.Tensor, f_adv: torch.Tensor) -> dict[str, torch.Te
     diff = a - b
     l2 = diff.norm(dim=1)
     cos = torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12)
-    return {"l2": l2, "linf": diff.abs().amax(dim=1), "cosine": 1.0 - cos,
+    # 1 − cos in float32 can come out a hair below 0 or above 0 for identical vectors: clamp to
+    # [0, 2] and make identical non-zero vectors exactly 0 (a zero vector keeps distance 1).
+    cosine = (1.0 - cos).clamp(0.0, 2.0)
+    cosine = torch.where((l2 == 0) & (a.norm(dim=1) > 0), torch.zeros_like(cosine), cosine)
+    return {"l2": l2, "linf": diff.abs().amax(dim=1), "cosine": cosine,
             "rel_l2": l2 / a.norm(dim=1).clamp_min(1e-12)}
 
 
