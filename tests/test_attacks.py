@@ -15,13 +15,7 @@ from featgap.attacks import cross_entropy, default_step_size, fgsm, pgd, trades_
 from featgap.models import create
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny convolutions gain nothing from a 2nd thread on a shared 2-core machine; restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def run_pgd(model, x, y, **kw):
@@ -271,7 +265,7 @@ def test_l2_projection_is_identity_inside_the_ball():
 # ----------------------------------------------------------------------------- a real model
 
 @pytest.fixture(scope="module")
-def trained():
+def trained(briefly_trained):
     """smallcnn after ~1 s of Adam on 1,000 real digits; attacked on 200 held-out training digits."""
     train = data.load("mnist5k", "train")
     rest, held = train.split_off(0.05, seed=1)
@@ -280,13 +274,7 @@ def trained():
     x, y = rest.stratified_subset(1000, seed=0).tensors()
     perm = torch.randperm(len(y))  # the subset is sorted by class: shuffle it
     x, y = x[perm], y[perm]
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    for _ in range(3):
-        for i in range(0, len(y), 50):
-            loss = F.cross_entropy(model(x[i:i + 50]), y[i:i + 50])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    briefly_trained(model, x, y)
     model.eval()
     xt, yt = held.tensors()
     with torch.no_grad():

