@@ -225,7 +225,7 @@ class Trainer:
             runs.write_json(self.out / runs.SUMMARY, {
                 "epochs": cfg.epochs, "exported": "ema" if ema is not None else "raw", "device": str(dev),
                 "train_seconds_this_session": time.perf_counter() - started,
-                "last_epoch": runs.read_metrics(self.out)[-1] if runs.read_metrics(self.out) else None})
+                "last_epoch": getattr(self, "last_record", None)})
         return final.eval()
 
 
