@@ -2,6 +2,7 @@
 
     featgap train --dataset mnist5k --model smallcnn --method pgd_at --out runs/pgd_at
     featgap eval runs/pgd_at --n 500
+    featgap probe runs/pgd_at --layers stage2 pool --eps 0.1 0.3
     featgap data list | featgap data download cifar10
     featgap demo
 
@@ -26,17 +27,33 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _common(p: argparse.ArgumentParser, *, training: bool) -> None:
+def _common(p: argparse.ArgumentParser, *, training: bool, several_eps: bool = False) -> None:
     g = p.add_argument_group("common")
     if training:
         g.add_argument("--dataset", default="mnist5k", help="dataset name (featgap data list); default mnist5k")
         g.add_argument("--model", default="smallcnn", help="smallcnn | preact_resnet18 | resnet18 | wrn34_10")
-    g.add_argument("--eps", type=float, default=None, help="L∞/L2 radius in pixel units (default: the dataset's)")
+    if several_eps:
+        g.add_argument("--eps", type=float, nargs="+", default=None,
+                       help="one or more L∞/L2 radii in pixel units (default: the run's training ε)")
+    else:
+        g.add_argument("--eps", type=float, default=None, help="L∞/L2 radius in pixel units (default: the dataset's)")
     g.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--data-root", default="data", help="where datasets live (default ./data)")
     g.add_argument("--download", action="store_true", help="download the dataset if it is missing")
     g.add_argument("--batch-size", type=int, default=None, help="images per batch")
+
+
+PROBE_METRICS_HELP = """\
+metrics (f = features of the natural image, f' = of its adversarial example, per layer):
+  l2           ‖f − f'‖₂: how far the attack moves the features
+  linf         max_i |f_i − f'_i|: the largest change of one feature (the AFD paper's measure)
+  cosine       1 − cos(f, f'): change of direction, blind to scale (0 same, 1 orthogonal, 2 opposite)
+  rel_l2       ‖f − f'‖₂ / ‖f‖₂: the L2 gap relative to the natural feature's size (compare layers)
+  outcome      robust (right before and after the attack), flipped (right, then wrong), wrong (wrong already)
+  nat_correct  the natural image is classified correctly; adv_correct: the adversarial one is
+  lo, hi       95% percentile-bootstrap confidence interval of the mean
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +90,21 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--norm", default="linf", help="linf | l2")
     e.add_argument("--pgd-steps", type=int, default=20)
     e.add_argument("--no-autoattack", action="store_true", help="skip AutoAttack (much faster)")
+
+    p = sub.add_parser("probe", help="feature gap per sample and layer; writes a CSV, prints a per-layer summary",
+                       description="Attack --n test images of a run with PGD at each --eps, measure the gap "
+                       "between natural and adversarial features at each layer, write one row per "
+                       "(eps, sample, layer) to --out and print the per-layer means with bootstrap 95%% CIs.",
+                       epilog=PROBE_METRICS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", help="a run directory written by featgap train")
+    _common(p, training=False, several_eps=True)
+    p.add_argument("--layers", nargs="+", default=None, help="layers to probe (default: the model's layer_names)")
+    p.add_argument("--n", type=int, default=1000, help="stratified test images (default 1000; fewer if the split is smaller)")
+    p.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
+    p.add_argument("--norm", default="linf", help="linf | l2")
+    p.add_argument("--pool", default="avg", help="avg (global average of feature maps) | flatten")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
+    p.add_argument("--out", default=None, help="CSV to write (default RUN_DIR/probe.csv)")
 
     d = sub.add_parser("data", help="list or download datasets")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -130,6 +162,72 @@ def _eval(args: argparse.Namespace) -> None:
     print(result.report())
 
 
+def _probe(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    import numpy as np
+
+    from featgap import data, runs
+    from featgap.probes import gap_vs_eps
+    from featgap.train import resolve_device
+
+    config = runs.read_config(args.run_dir)["config"]
+    eps_values = args.eps if args.eps is not None else [config["eps"]]
+    for e in eps_values:
+        if not 0.0 <= e <= 1.0:
+            raise FeatgapError(f"--eps must be in [0, 1] (pixel units); got {e}")
+    if args.n < 1:
+        raise FeatgapError(f"--n must be at least 1; got {args.n}")
+    if args.steps < 0:
+        raise FeatgapError(f"--steps must be non-negative; got {args.steps}")
+    if args.n_boot < 0:
+        raise FeatgapError(f"--n-boot must be non-negative; got {args.n_boot}")
+    if args.norm not in ("linf", "l2"):
+        raise FeatgapError(f"unknown norm {args.norm!r}; choose linf or l2")
+    out = Path(args.out) if args.out is not None else Path(args.run_dir) / "probe.csv"
+    if out.is_dir():
+        raise FeatgapError(f"--out {out} is a directory; give a .csv file name")
+    device = resolve_device(args.device)
+    model = runs.load(args.run_dir, device=device)
+    test = data.load(config["dataset"], "test", args.data_root, args.download)
+    subset = test.stratified_subset(args.n, args.seed) if args.n < len(test) else test
+    x, y = subset.tensors()
+    table = gap_vs_eps(model, x, y, eps_values, layers=args.layers, pool=args.pool, steps=args.steps,
+                       norm=args.norm, batch_size=args.batch_size or 500, seed=args.seed)
+    table.to_csv(out)
+    print(format_probe_summary(table, n_boot=args.n_boot, seed=args.seed))
+    print(f"wrote {table.num_rows} rows ({len(np.unique(table['sample']))} samples × layers × eps) to {out}")
+
+
+def format_probe_summary(table: object, n_boot: int = 1000, seed: int = 0) -> str:
+    """Per (eps, layer): accuracies, the gap means (CIs for L2 and relative L2), flipped vs robust L2."""
+    from featgap.probes import GAP_METRICS, summarize
+
+    overall = summarize(table, by=("eps", "layer"), metrics=[*GAP_METRICS, "nat_correct", "adv_correct"],
+                        n_boot=n_boot, seed=seed)
+    by_outcome = summarize(table, by=("eps", "layer", "outcome"), metrics=["l2"], n_boot=0)
+    l2_of = {(r["eps"], r["layer"], r["outcome"]): r["l2_mean"] for r in by_outcome.rows()}
+    width = max(5, *(len(str(v)) for v in overall["layer"]))
+    lines = [f"{'eps':>7} {'layer':<{width}} {'nat%':>6} {'adv%':>6}  {'l2 [95% CI]':<26}{'rel_l2 [95% CI]':<26}"
+             f"{'linf':>9} {'cosine':>9}  l2 flipped / robust"]
+    for r in overall.rows():
+        flip = l2_of.get((r["eps"], r["layer"], "flipped"))
+        rob = l2_of.get((r["eps"], r["layer"], "robust"))
+        lines.append(f"{r['eps']:>7.4g} {r['layer']:<{width}} {100 * r['nat_correct_mean']:>6.1f} "
+                     f"{100 * r['adv_correct_mean']:>6.1f}  {_ci(r['l2_mean'], r['l2_lo'], r['l2_hi']):<26}"
+                     f"{_ci(r['rel_l2_mean'], r['rel_l2_lo'], r['rel_l2_hi']):<26}"
+                     f"{r['linf_mean']:>9.4g} {r['cosine_mean']:>9.4g}  {_num(flip)} / {_num(rob)}")
+    return "\n".join(lines)
+
+
+def _num(v: float | None) -> str:
+    return "—" if v is None else f"{v:.4g}"
+
+
+def _ci(mean: float, lo: float, hi: float) -> str:
+    return f"{mean:.4g}" if lo != lo else f"{mean:.4g} [{lo:.4g}, {hi:.4g}]"
+
+
 def _data(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -164,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _train(args)
         elif args.command == "eval":
             _eval(args)
+        elif args.command == "probe":
+            _probe(args)
         elif args.command == "data":
             _data(args)
         elif args.command == "demo":

@@ -57,6 +57,11 @@ def write_json(path: Path, obj: Any) -> None:
     _atomic(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str) + "\n"))
 
 
+def write_text(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, atomically (a reader never sees half a file)."""
+    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
+
+
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Save tensors with safetensors, atomically (contiguous CPU copies)."""
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}

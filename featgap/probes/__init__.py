@@ -1,9 +1,25 @@
-"""Probes: pure computations on a model's features (no plotting).
+"""Probes: pure computations on a network's features (no plotting), returning tidy tables.
 
-* :func:`feature_gap` / :func:`pairwise_gap` — per-sample L2, L∞, cosine and relative-L2
-  distances between the features of natural inputs and of their adversarial examples.
+Reading features
+    :func:`extract_features`, :class:`LayerReader` — pooled outputs of named layers of any
+    ``nn.Module`` (forward hooks, or torchvision FX nodes), batched, no-grad.
+Feature gap
+    :func:`pairwise_gap`, :func:`feature_gap` — per-sample L2, L∞, cosine, relative L2;
+    :func:`gap_table` — per (sample, layer), with predictions and outcome;
+    :func:`gap_vs_eps` — the same over a sweep of attack radii;
+    :func:`summarize` — means with bootstrap confidence intervals per layer/class/outcome;
+    :class:`GapTrajectory`, :func:`load_trajectory` — the gap over training.
+Tables
+    :class:`Table` — named NumPy columns; ``to_csv``, ``to_pandas``, ``where``.
 """
 
-from featgap.probes.feature_gap import GAP_METRICS, feature_gap, pairwise_gap
+from featgap.probes.extract import LayerReader, extract_features, pool_features
+from featgap.probes.feature_gap import (GAP_METRICS, OUTCOMES, adversarial_examples, feature_gap, gap_table,
+                                        gap_vs_eps, pairwise_gap)
+from featgap.probes.summary import bootstrap_mean_ci, summarize
+from featgap.probes.table import Table
+from featgap.probes.trajectory import GapTrajectory, load_trajectory
 
-__all__ = ["GAP_METRICS", "feature_gap", "pairwise_gap"]
+__all__ = ["GAP_METRICS", "OUTCOMES", "GapTrajectory", "LayerReader", "Table", "adversarial_examples",
+           "bootstrap_mean_ci", "extract_features", "feature_gap", "gap_table", "gap_vs_eps", "load_trajectory",
+           "pairwise_gap", "pool_features", "summarize"]

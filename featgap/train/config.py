@@ -57,6 +57,11 @@ class TrainConfig:
     subset for per-epoch monitoring (tune hyper-parameters on it, never on the test split)."""
     monitor_n: int = 500
     monitor_pgd_steps: int = 10
+    probe_n: int = 0
+    """Record the per-layer feature-gap trajectory (:class:`featgap.probes.GapTrajectory`) on this
+    many images every epoch (0: off). It uses the monitor split and ``monitor_pgd_steps``."""
+    probe_layers: tuple[str, ...] | None = None
+    """Layers for the trajectory (``None``: the model's ``layer_names``)."""
     extra: dict = field(default_factory=dict)
     """Method-specific options (recorded as given)."""
 
@@ -72,6 +77,8 @@ class TrainConfig:
         values = dict(values)
         if values.get("lr_steps") is not None:
             values["lr_steps"] = tuple(tuple(map(float, s)) for s in values["lr_steps"])
+        if values.get("probe_layers") is not None:
+            values["probe_layers"] = tuple(values["probe_layers"])
         return cls(**values)
 
     def resolved(self) -> TrainConfig:
@@ -120,5 +127,7 @@ class TrainConfig:
             bad(f"--val-fraction must be in [0, 1); got {self.val_fraction}")
         if self.monitor_n < 0:
             bad("--monitor-n must be non-negative")
+        if self.probe_n < 0:
+            bad("--probe-n must be non-negative")
         if self.device not in ("auto", "cpu", "mps") and not self.device.startswith("cuda"):
             bad(f"unknown device {self.device!r}; use auto, cpu, cuda, cuda:N or mps")

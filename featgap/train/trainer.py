@@ -92,6 +92,13 @@ class Trainer:
         if monitor and cfg.monitor_n > 0:
             self.callbacks.insert(0, EpochMonitor(monitor_set, n=cfg.monitor_n, eps=cfg.eps,
                                                   steps=cfg.monitor_pgd_steps, norm=cfg.norm, device=self.device))
+        if cfg.probe_n > 0:
+            from featgap.probes import GapTrajectory, LayerReader
+
+            LayerReader(self.model, cfg.probe_layers)  # unknown layer names fail here, before any file is written
+            self.callbacks.append(GapTrajectory(monitor_set, n=cfg.probe_n, eps=cfg.eps, steps=cfg.monitor_pgd_steps,
+                                                norm=cfg.norm, layers=cfg.probe_layers, device=self.device,
+                                                seed=cfg.seed))
         self.start_epoch = 0
         self.step = 0
         self._check_out_dir()
