@@ -9,6 +9,9 @@ Feature gap
     :func:`gap_vs_eps` — the same over a sweep of attack radii;
     :func:`summarize` — means with bootstrap confidence intervals per layer/class/outcome;
     :class:`GapTrajectory`, :func:`load_trajectory` — the gap over training.
+Alignment and geometry
+    :func:`centroid_misalignment`, :func:`class_centroids`, :func:`alignment`, :func:`uniformity`,
+    :func:`knn_accuracy`, :func:`linear_probe_accuracy`, :func:`local_lipschitz`.
 Attributions
     :func:`compare_attributions`, :func:`attribute` — Captum integrated gradients, saliency and
     input×gradient maps of natural and adversarial inputs side by side, with map distances.
@@ -21,10 +24,13 @@ from featgap.probes.attribution import (ATTRIBUTION_METHODS, AttributionComparis
 from featgap.probes.extract import LayerReader, extract_features, pool_features
 from featgap.probes.feature_gap import (GAP_METRICS, OUTCOMES, adversarial_examples, feature_gap, gap_table,
                                         gap_vs_eps, pairwise_gap)
+from featgap.probes.geometry import (alignment, centroid_misalignment, class_centroids, knn_accuracy,
+                                     linear_probe_accuracy, local_lipschitz, uniformity)
 from featgap.probes.summary import bootstrap_mean_ci, summarize
 from featgap.probes.table import Table
 from featgap.probes.trajectory import GapTrajectory, load_trajectory
 
-__all__ = ["ATTRIBUTION_METHODS", "AttributionComparison", "attribute", "compare_attributions", "GAP_METRICS", "OUTCOMES", "GapTrajectory", "LayerReader", "Table", "adversarial_examples",
+__all__ = ["ATTRIBUTION_METHODS", "AttributionComparison", "attribute", "compare_attributions", "GAP_METRICS", "OUTCOMES", "GapTrajectory", "LayerReader", "Table", "adversarial_examples", "alignment", "centroid_misalignment", "class_centroids", "knn_accuracy",
+           "linear_probe_accuracy", "local_lipschitz", "uniformity",
            "bootstrap_mean_ci", "extract_features", "feature_gap", "gap_table", "gap_vs_eps", "load_trajectory",
            "pairwise_gap", "pool_features", "summarize"]
