@@ -396,3 +396,29 @@ def test_local_lipschitz_rejects_bad_input():
     with pytest.raises(FeatgapError, match="layer_names"):
         local_lipschitz(linear_model(torch.ones(1, 4)), torch.rand(2, 4), eps=0.1)
     assert local_lipschitz(model, x[:0], eps=0.1).shape == (0,)
+
+
+def test_geometry_table_agrees_with_the_single_measures():
+    from featgap.models import create
+    from featgap.probes import extract_features, geometry_table
+
+    torch.manual_seed(4)
+    model = create("smallcnn", 10, 1).eval()
+    x, y = torch.rand(40, 1, 28, 28), torch.arange(40) % 10
+    x_adv = (x + 0.1 * torch.randn_like(x)).clamp(0, 1)
+    xr, yr = torch.rand(60, 1, 28, 28), torch.arange(60) % 10
+    t = geometry_table(model, x, y, x_adv, layers=["stage2", "pool"], reference=(xr, yr), k=3)
+    assert list(t["layer"]) == ["stage2", "pool"]
+    f = extract_features(model, x, ["pool"])["pool"]
+    fa = extract_features(model, x_adv, ["pool"])["pool"]
+    fr = extract_features(model, xr, ["pool"])["pool"]
+    row = t.where(t["layer"] == "pool").rows()[0]
+    mis = centroid_misalignment(f, fa, y, class_centroids(fr, yr))
+    assert row["misaligned_nat"] == pytest.approx(mis["nat"]) and row["misaligned_adv"] == pytest.approx(mis["adv"])
+    assert row["alignment"] == pytest.approx(alignment(f, fa))
+    assert row["uniformity_adv"] == pytest.approx(uniformity(fa))
+    assert row["knn_adv"] == pytest.approx(knn_accuracy(fr, yr, fa, y, 3))
+    assert row["linear_nat"] == pytest.approx(linear_probe_accuracy(fr, yr, f, y))
+    plain = geometry_table(model, x, y, x_adv, layers="pool")  # no reference: no classifiers
+    assert "knn_nat" not in plain and plain["misaligned_nat"][0] == pytest.approx(
+        centroid_misalignment(f, fa, y)["nat"])

@@ -11,7 +11,7 @@ Feature gap
     :class:`GapTrajectory`, :func:`load_trajectory` — the gap over training.
 Alignment and geometry
     :func:`centroid_misalignment`, :func:`class_centroids`, :func:`alignment`, :func:`uniformity`,
-    :func:`knn_accuracy`, :func:`linear_probe_accuracy`, :func:`local_lipschitz`.
+    :func:`knn_accuracy`, :func:`linear_probe_accuracy`, :func:`local_lipschitz`; :func:`geometry_table` — all of them per layer.
 Attributions
     :func:`compare_attributions`, :func:`attribute` — Captum integrated gradients, saliency and
     input×gradient maps of natural and adversarial inputs side by side, with map distances.
@@ -24,13 +24,13 @@ from featgap.probes.attribution import (ATTRIBUTION_METHODS, AttributionComparis
 from featgap.probes.extract import LayerReader, extract_features, pool_features
 from featgap.probes.feature_gap import (GAP_METRICS, OUTCOMES, adversarial_examples, feature_gap, gap_table,
                                         gap_vs_eps, pairwise_gap)
-from featgap.probes.geometry import (alignment, centroid_misalignment, class_centroids, knn_accuracy,
+from featgap.probes.geometry import (alignment, centroid_misalignment, class_centroids, geometry_table, knn_accuracy,
                                      linear_probe_accuracy, local_lipschitz, uniformity)
 from featgap.probes.summary import bootstrap_mean_ci, summarize
 from featgap.probes.table import Table
 from featgap.probes.trajectory import GapTrajectory, load_trajectory
 
-__all__ = ["ATTRIBUTION_METHODS", "AttributionComparison", "attribute", "compare_attributions", "GAP_METRICS", "OUTCOMES", "GapTrajectory", "LayerReader", "Table", "adversarial_examples", "alignment", "centroid_misalignment", "class_centroids", "knn_accuracy",
+__all__ = ["ATTRIBUTION_METHODS", "AttributionComparison", "attribute", "compare_attributions", "GAP_METRICS", "OUTCOMES", "GapTrajectory", "LayerReader", "Table", "adversarial_examples", "alignment", "centroid_misalignment", "class_centroids", "geometry_table", "knn_accuracy",
            "linear_probe_accuracy", "local_lipschitz", "uniformity",
            "bootstrap_mean_ci", "extract_features", "feature_gap", "gap_table", "gap_vs_eps", "load_trajectory",
            "pairwise_gap", "pool_features", "summarize"]

@@ -61,7 +61,8 @@ from torch import nn
 
 from featgap.attacks.pgd import NORMS, _l2_norm, _project, default_step_size, eval_mode
 from featgap.errors import FeatgapError
-from featgap.probes.extract import LayerReader, as_float_images, model_device
+from featgap.probes.extract import LayerReader, as_float_images, extract_features, model_device
+from featgap.probes.table import Table
 
 ArrayLike = Any  # a torch tensor or a NumPy array (anything np.asarray takes)
 
@@ -396,3 +397,40 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, *, eps: float, steps: int
             xb = as_float_images(x[i:i + batch_size]).to(device)
             parts.append(_lipschitz_batch(read, layer, xb, eps, steps, alpha, norm, generator).float().cpu())
     return torch.cat(parts)
+
+
+# ----------------------------------------------------------------------------- all of it, per layer
+
+def geometry_table(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: torch.Tensor, *,
+                   layers: str | list[str] | None = None, pool: str = "avg",
+                   reference: tuple[torch.Tensor, torch.Tensor] | None = None, k: int = 5,
+                   batch_size: int = 500) -> Table:
+    """Every feature-space measure of this module at each layer: one row per layer.
+
+    Columns: ``layer``, ``misaligned_nat``, ``misaligned_adv``, ``alignment``, ``uniformity_nat``,
+    ``uniformity_adv`` and — when ``reference=(x_train, y_train)`` natural images are given —
+    ``knn_nat``, ``knn_adv``, ``linear_nat``, ``linear_adv`` (classifiers fitted on the
+    reference features, scored on the natural and on the adversarial features of ``x``).
+    With a reference, the class centroids come from it too; without one, from ``x`` itself.
+    """
+    names = LayerReader(model, layers, pool).layers
+    nat = extract_features(model, x, names, pool=pool, batch_size=batch_size, desc="natural features")
+    adv = extract_features(model, x_adv, names, pool=pool, batch_size=batch_size, desc="adversarial features")
+    ref = None
+    if reference is not None:
+        ref = extract_features(model, reference[0], names, pool=pool, batch_size=batch_size, desc="reference features")
+    rows: dict[str, list] = {}
+    for name in names:
+        f, fa = nat[name], adv[name]
+        centroids = class_centroids(ref[name], reference[1]) if ref is not None else None
+        mis = centroid_misalignment(f, fa, y, centroids)
+        row = {"layer": name, "misaligned_nat": mis["nat"], "misaligned_adv": mis["adv"],
+               "alignment": alignment(f, fa), "uniformity_nat": uniformity(f), "uniformity_adv": uniformity(fa)}
+        if ref is not None:
+            row.update(knn_nat=knn_accuracy(ref[name], reference[1], f, y, k),
+                       knn_adv=knn_accuracy(ref[name], reference[1], fa, y, k),
+                       linear_nat=linear_probe_accuracy(ref[name], reference[1], f, y),
+                       linear_adv=linear_probe_accuracy(ref[name], reference[1], fa, y))
+        for key, value in row.items():
+            rows.setdefault(key, []).append(value)
+    return Table({k_: np.asarray(v, dtype=object) if k_ == "layer" else v for k_, v in rows.items()})
