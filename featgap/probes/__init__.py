@@ -12,6 +12,10 @@ Feature gap
 Alignment and geometry
     :func:`centroid_misalignment`, :func:`class_centroids`, :func:`alignment`, :func:`uniformity`,
     :func:`knn_accuracy`, :func:`linear_probe_accuracy`, :func:`local_lipschitz`; :func:`geometry_table` — all of them per layer.
+Embeddings
+    :func:`embed` — UMAP, PCA or t-SNE of natural + adversarial features in one space, pairs kept;
+    :func:`embed_sequence` — comparable maps across checkpoints (AlignedUMAP or one PCA frame);
+    cached on disk by content hash; umap-learn is imported only when needed.
 Attributions
     :func:`compare_attributions`, :func:`attribute` — Captum integrated gradients, saliency and
     input×gradient maps of natural and adversarial inputs side by side, with map distances.
@@ -21,6 +25,7 @@ Tables
 
 from featgap.probes.attribution import (ATTRIBUTION_METHODS, AttributionComparison, attribute,
                                         compare_attributions)
+from featgap.probes.embed import Embedding, embed, embed_sequence
 from featgap.probes.extract import LayerReader, extract_features, pool_features
 from featgap.probes.feature_gap import (GAP_METRICS, OUTCOMES, adversarial_examples, feature_gap, gap_table,
                                         gap_vs_eps, pairwise_gap)
@@ -30,7 +35,7 @@ from featgap.probes.summary import bootstrap_mean_ci, summarize
 from featgap.probes.table import Table
 from featgap.probes.trajectory import GapTrajectory, load_trajectory
 
-__all__ = ["ATTRIBUTION_METHODS", "AttributionComparison", "attribute", "compare_attributions", "GAP_METRICS", "OUTCOMES", "GapTrajectory", "LayerReader", "Table", "adversarial_examples", "alignment", "centroid_misalignment", "class_centroids", "geometry_table", "knn_accuracy",
+__all__ = ["ATTRIBUTION_METHODS", "AttributionComparison", "attribute", "compare_attributions", "GAP_METRICS", "OUTCOMES", "GapTrajectory", "LayerReader", "Table", "adversarial_examples", "alignment", "centroid_misalignment", "class_centroids", "Embedding", "embed", "embed_sequence", "geometry_table", "knn_accuracy",
            "linear_probe_accuracy", "local_lipschitz", "uniformity",
            "bootstrap_mean_ci", "extract_features", "feature_gap", "gap_table", "gap_vs_eps", "load_trajectory",
            "pairwise_gap", "pool_features", "summarize"]
