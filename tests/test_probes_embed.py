@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from featgap.errors import FeatgapError
-from featgap.probes import embed as embed_mod
-from featgap.probes.embed import Embedding, embed, embed_sequence
+from featgap.probes import embedding as embed_mod
+from featgap.probes.embedding import Embedding, embed, embed_sequence
 
 # Read before any test patches FEATGAP_CACHE: the JIT cache should outlive the test run.
 PERSISTENT_NUMBA = os.environ.get("NUMBA_CACHE_DIR") or str(embed_mod.numba_cache_dir())
@@ -52,7 +52,7 @@ def fresh_python(code: str, env_extra: dict[str, str] | None = None) -> str:
 
 # ---------------------------------------------------------------- import cost
 def test_import_does_not_load_umap():
-    out = fresh_python("import sys, featgap.probes.embed\n"
+    out = fresh_python("import sys, featgap.probes.embedding\n"
                        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('umap', 'pynndescent')))")
     assert out.strip() == "[]"
 
@@ -228,7 +228,7 @@ def test_umap_cache_hit_in_a_fresh_process_is_fast_and_skips_umap(blobs):
     code = f"""
 import json, sys, time
 import numpy as np
-from featgap.probes.embed import embed
+from featgap.probes.embedding import embed
 folder = {str(folder)!r}
 nat, adv = np.load(folder + "/nat.npy"), np.load(folder + "/adv.npy")
 start = time.perf_counter()

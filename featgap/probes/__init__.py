@@ -25,7 +25,7 @@ Tables
 
 from featgap.probes.attribution import (ATTRIBUTION_METHODS, AttributionComparison, attribute,
                                         compare_attributions)
-from featgap.probes.embed import Embedding, embed, embed_sequence
+from featgap.probes.embedding import Embedding, embed, embed_sequence
 from featgap.probes.extract import LayerReader, extract_features, pool_features
 from featgap.probes.feature_gap import (GAP_METRICS, OUTCOMES, adversarial_examples, feature_gap, gap_table,
                                         gap_vs_eps, pairwise_gap)
