@@ -68,7 +68,7 @@ def child(args: argparse.Namespace) -> None:
     """One measurement, in this (fresh) process; prints one JSON line."""
     import numpy as np
 
-    from featgap.probes import embed as embed_mod
+    from featgap.probes import embedding as embed_mod
 
     folder = Path(args.data)
     nat, adv = np.load(folder / "nat.npy"), np.load(folder / "adv.npy")
