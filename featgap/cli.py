@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--val-fraction", type=float, default=0.0,
                    help="carve a validation split from train for per-epoch monitoring (tune on it)")
     t.add_argument("--monitor-n", type=int, default=500, help="images for per-epoch accuracy/feature gap")
+    t.add_argument("--probe-n", type=int, default=0,
+                   help="record the per-layer feature-gap trajectory (with CIs) on this many images each epoch")
+    t.add_argument("--probe-layers", nargs="+", default=None, help="layers for --probe-n (default: all layer_names)")
 
     e = sub.add_parser("eval", help="clean / PGD-20 / AutoAttack accuracy of a run, with sanity checks",
                        description="Evaluate a run on its dataset's test split (EVALUATION.md protocol); "
@@ -133,7 +136,8 @@ def _train(args: argparse.Namespace) -> None:
                       schedule=args.schedule, eps=args.eps, norm=args.norm, attack_steps=args.attack_steps,
                       eps_warmup_epochs=args.eps_warmup, trades_beta=args.trades_beta, ema_decay=args.ema,
                       seed=args.seed, device=args.device, data_root=args.data_root, download=args.download,
-                      init=args.init, val_fraction=args.val_fraction, monitor_n=args.monitor_n)
+                      init=args.init, val_fraction=args.val_fraction, monitor_n=args.monitor_n,
+                      probe_n=args.probe_n, probe_layers=tuple(args.probe_layers) if args.probe_layers else None)
     trainer = Trainer(cfg, out=args.out)
     trainer.fit()
     last = trainer.last_record if hasattr(trainer, "last_record") else {}

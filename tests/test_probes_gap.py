@@ -205,10 +205,11 @@ def test_load_trajectory_errors(tmp_path):
 
 @pytest.mark.slow
 def test_cli_probe_writes_csv_and_summary(tmp_path, capsys):
-    from featgap.train import TrainConfig, Trainer
-
     run = tmp_path / "run"
-    Trainer(TrainConfig(epochs=1, monitor_n=0), out=run).fit()
+    assert main(["train", "--epochs", "1", "--monitor-n", "0", "--probe-n", "20", "--probe-layers", "pool",
+                 "--out", str(run)]) == 0
+    trajectory = load_trajectory(run)
+    assert set(trajectory["layer"]) == {"pool"} and set(trajectory["n"][trajectory["outcome"] == "all"]) == {20}
     assert main(["probe", str(run), "--n", "30", "--eps", "0", "0.2", "--steps", "3", "--layers", "stage2", "pool",
                  "--n-boot", "50"]) == 0
     out = capsys.readouterr().out
