@@ -44,3 +44,27 @@ def fit_briefly(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, epochs
 def briefly_trained():
     """The :func:`fit_briefly` helper, as a fixture (conftest functions are not importable)."""
     return fit_briefly
+
+
+class ModeRecorder(torch.nn.Module):
+    """An identity layer that records ``self.training`` on every forward pass into ``seen``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen.append(self.training)
+        return x
+
+
+@pytest.fixture
+def recording_smallcnn():
+    """``(model, seen)``: a smallcnn whose stage2 records its train/eval mode at every forward pass."""
+    from featgap.models import create
+
+    torch.manual_seed(0)
+    model = create("smallcnn", 10, 1)
+    recorder = ModeRecorder()
+    model.stage2.append(recorder)
+    return model, recorder.seen

@@ -13,6 +13,7 @@ from torch import nn
 from featgap import data
 from featgap.attacks import cross_entropy, default_step_size, fgsm, pgd, trades_kl
 from featgap.models import create
+from conftest import ModeRecorder
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,21 +31,9 @@ ATTACKS = {"pgd": run_pgd, "fgsm": run_fgsm}
 EPS = {"linf": 0.1, "l2": 1.0}
 
 
-class Recorder(nn.Module):
-    """Identity that remembers the mode it was called in."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen: list[bool] = []
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        self.seen.append(self.training)
-        return x
-
-
 def small_net() -> nn.Sequential:
     """A small CNN with batch norm and dropout, so that train and eval mode really differ."""
-    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), Recorder(),
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), ModeRecorder(),
                          nn.Dropout(0.5), nn.Flatten(), nn.Linear(4 * 8 * 8, 5))
 
 

@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from featgap.probes import GAP_METRICS, feature_gap, pairwise_gap
 from featgap.models import create
@@ -164,17 +163,8 @@ def test_feature_gap_matches_numpy_on_model_features(model_and_inputs):
 
 
 @pytest.mark.parametrize("setup", ["train", "eval", "train_with_eval_submodule"])
-def test_feature_gap_leaves_mode_unchanged_and_runs_in_eval(setup):
-    seen = []
-
-    class Probe(nn.Module):
-        def forward(self, x):
-            seen.append(self.training)
-            return x
-
-    torch.manual_seed(0)
-    model = create("smallcnn", 10, 1)
-    model.stage2.append(Probe())
+def test_feature_gap_leaves_mode_unchanged_and_runs_in_eval(setup, recording_smallcnn):
+    model, seen = recording_smallcnn
     model.train(setup != "eval")
     if setup == "train_with_eval_submodule":
         model.stage1.eval()

@@ -179,17 +179,8 @@ def test_compare_attributions_target_rules_and_identical_inputs(trained):
         torch.testing.assert_close(d["spearman"], torch.ones(10))
 
 
-def test_attribute_runs_in_eval_mode_and_leaves_grads_alone():
-    seen = []
-
-    class Probe(nn.Module):
-        def forward(self, x):
-            seen.append(self.training)
-            return x
-
-    torch.manual_seed(0)
-    model = create("smallcnn", 10, 1)
-    model.stage2.append(Probe())
+def test_attribute_runs_in_eval_mode_and_leaves_grads_alone(recording_smallcnn):
+    model, seen = recording_smallcnn
     model.train()
     x = torch.rand(3, 1, 28, 28)
     for method in ATTRIBUTION_METHODS:

@@ -350,16 +350,8 @@ def test_tanh_network_matches_its_jacobian_and_respects_the_lipschitz_bound():
     assert (lip <= bound).all() and (lip > 0).all()
 
 
-def test_smallcnn_is_finite_positive_and_leaves_model_untouched():
-    seen = []
-
-    class Probe(nn.Module):
-        def forward(self, x):
-            seen.append(self.training)
-            return x
-
-    model = create("smallcnn", 10, 1)
-    model.stage2.append(Probe())
+def test_smallcnn_is_finite_positive_and_leaves_model_untouched(recording_smallcnn):
+    model, seen = recording_smallcnn
     model.train()
     model.stage1.eval()
     before = [m.training for m in model.modules()]
