@@ -165,7 +165,9 @@ def load(run_dir: str | Path, which: str = "final", device: torch.device | str =
         state = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
     else:
         raise FeatgapError(f"{run_dir} has no checkpoint yet")
-    load_state_into(model, state, str(run_dir))
+    from featgap.methods.afd import fold_disentangler
+
+    load_state_into(model, fold_disentangler(state), str(run_dir))  # an AFD student's checkpoint → plain
     return model.to(device).eval()
 
 

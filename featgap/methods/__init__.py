@@ -1,4 +1,4 @@
-"""Training methods, one file each: ``standard``, ``pgd_at``, ``trades``, ``vaft``.
+"""Training methods, one file each: ``standard``, ``pgd_at``, ``trades``, ``vaft``, ``afd``.
 
 ``create(name, attack, **options)`` builds one; each turns a batch into named loss terms.
 """
@@ -6,13 +6,14 @@
 from __future__ import annotations
 
 from featgap.errors import FeatgapError
+from featgap.methods.afd import AFD
 from featgap.methods.base import AttackSettings, Method
 from featgap.methods.pgd_at import PGDAT
 from featgap.methods.standard import Standard
 from featgap.methods.trades import TRADES
 from featgap.methods.vaft import VAFT
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Standard, PGDAT, TRADES, VAFT)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Standard, PGDAT, TRADES, VAFT, AFD)}
 
 
 def get(name: str) -> type[Method]:

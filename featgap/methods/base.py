@@ -35,6 +35,21 @@ class Method:
         self.attack = attack
         self.options = options
 
+    def start(self, model: nn.Module) -> nn.Module:
+        """Called once with the (initialised) model; returns the module to train.
+
+        Most methods train the model itself. AFD keeps a frozen copy as its teacher and returns a
+        student with extra layers.
+        """
+        return model
+
+    def export(self, model: nn.Module) -> nn.Module:
+        """The trained module → the plain model that is saved and evaluated (default: itself)."""
+        return model
+
+    def to(self, device: torch.device) -> None:
+        """Move any state the method owns (e.g. a teacher) to ``device``."""
+
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return ``(loss, metrics)``; metrics are detached scalars (e.g. ``"acc"``)."""

@@ -9,7 +9,9 @@ at every probed layer (:func:`~featgap.probes.gap_table`) and adds one entry to 
                         "mean": 3.1, "lo": 2.9, "hi": 3.3, "n": 200}, ...]}
 
 with one row per (layer, outcome group, metric); the group ``all`` pools every sample, the
-others are ``robust``/``flipped``/``wrong`` (see :mod:`featgap.probes.feature_gap`). Train with
+others are ``robust``/``flipped``/``wrong`` (see :mod:`featgap.probes.feature_gap`). For an
+AFD student it adds rows with ``layer="components"``, ``outcome`` = ``nat`` or ``adv`` and the
+metrics ``f1_norm``, ``f2_norm``, ``cos_f1_f2``, ``conf_hit`` (:mod:`featgap.probes.components`). Train with
 it from the command line with ``featgap train --probe-n 200`` (or ``TrainConfig(probe_n=200)``).
 
 :func:`load_trajectory` turns one or several runs back into one tidy table (columns ``run,
@@ -28,7 +30,8 @@ from torch import nn
 from featgap import runs
 from featgap.data import ImageSet
 from featgap.errors import FeatgapError
-from featgap.probes.feature_gap import GAP_METRICS, gap_table
+from featgap.probes.components import COMPONENT_STATS, component_norms
+from featgap.probes.feature_gap import GAP_METRICS, adversarial_examples, gap_table
 from featgap.probes.summary import summarize
 from featgap.probes.table import Table
 
@@ -51,8 +54,9 @@ class GapTrajectory:
         self.layers, self.pool, self.n_boot, self.seed = layers, pool, n_boot, seed
 
     def __call__(self, model: nn.Module, epoch: int) -> dict:
-        t = gap_table(model, self.x, self.y, layers=self.layers, pool=self.pool, eps=self.eps, steps=self.steps,
-                      norm=self.norm, seed=self.seed + epoch)
+        x_adv = adversarial_examples(model, self.x, self.y, eps=self.eps, steps=self.steps, norm=self.norm,
+                                     seed=self.seed + epoch).to(self.x.device)
+        t = gap_table(model, self.x, self.y, x_adv, layers=self.layers, pool=self.pool)
         rows = []
         everyone = t.with_columns(outcome="all")
         for part in (everyone, t):
@@ -60,6 +64,12 @@ class GapTrajectory:
             for r in s.rows():
                 for m in GAP_METRICS:
                     rows.append({"layer": r["layer"], "outcome": r["outcome"], "metric": m, "mean": r[f"{m}_mean"],
+                                 "lo": r[f"{m}_lo"], "hi": r[f"{m}_hi"], "n": r["n"]})
+        if callable(getattr(model, "components", None)):  # an AFD student: its components too
+            c = component_norms(model, self.x, x_adv, self.y)
+            for r in summarize(c, by="input", metrics=COMPONENT_STATS, n_boot=self.n_boot, seed=self.seed).rows():
+                for m in COMPONENT_STATS:
+                    rows.append({"layer": "components", "outcome": r["input"], "metric": m, "mean": r[f"{m}_mean"],
                                  "lo": r[f"{m}_lo"], "hi": r[f"{m}_hi"], "n": r["n"]})
         first = t.where(t["layer"] == t["layer"][0])
         return {"probe": {"n": len(self.y), "eps": self.eps, "steps": self.steps,

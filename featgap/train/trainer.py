@@ -88,6 +88,8 @@ class Trainer:
         self.init_source = runs.load_init_weights(self.model, cfg.init, cfg.model) if cfg.init else None
         self.method = method_cls(methods.AttackSettings(cfg.attack_steps, cfg.attack_step_size, cfg.norm),
                                  **({"beta": cfg.trades_beta} if cfg.method == "trades" else {}), **cfg.extra)
+        # A method may train more than the model (AFD: a student with a disentangler and a teacher).
+        self.model = self.method.start(self.model)
         self.callbacks: list[Callback] = list(callbacks)
         if monitor and cfg.monitor_n > 0:
             self.callbacks.insert(0, EpochMonitor(monitor_set, n=cfg.monitor_n, eps=cfg.eps,
@@ -175,6 +177,7 @@ class Trainer:
         cfg, dev = self.config, self.device
         cuda = dev.type == "cuda"
         model = self.model.to(dev)
+        self.method.to(dev)
         if cuda and cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
@@ -226,7 +229,7 @@ class Trainer:
                 runs.append_jsonl(self.out / runs.METRICS, record)
                 self._save_checkpoint(epoch + 1, optimizer, ema)
             self.last_record = record
-        final = ema.module if ema is not None else model
+        final = self.method.export(ema.module if ema is not None else model)
         if self.out is not None:
             runs.write_tensors(self.out / runs.FINAL, final.state_dict())
             runs.write_json(self.out / runs.SUMMARY, {

@@ -1,0 +1,175 @@
+"""AFD: adversarial fine-tuning via feature disentanglement (arXiv 2401.14707, AAAI 2025).
+
+Adversarial fine-tuning of a naturally trained model makes the features of natural and
+adversarial inputs drift apart (the *feature gap*). AFD splits the pooled feature ``z`` of an
+adversarial input into two parts with two bias-free ``d×d`` linear maps, both starting at the
+identity, that share the classifier head ``(W, b)``::
+
+    f1 = D1 · z                 intrinsic: kept, classified, pulled toward the natural teacher
+    f2 = D2 · stopgrad(z)       confused: learns what pushes z toward a wrong class
+    logits1 = W f1 + b          the deployed model
+    logits2 = W f2 + b          the confused head
+
+One training step on a batch ``(x, y)``, with ``x'`` = PGD on the deployed logits:
+
+1. ``ŷc`` = the wrong class the intrinsic head is most drawn to: its prediction when that is
+   wrong, else its runner-up (so ``ŷc ≠ y`` always);
+2. ``L_conf = α · CE(logits2, ŷc)`` teaches D2 (and the head) to recognise that confusion;
+3. ``L_elim = β · mean cos(f1, stopgrad(f2))`` pushes the intrinsic feature *away* from the
+   confused direction (minimised, toward −1);
+4. ``L_main = CE(logits1, y) + γ · (1 − mean cos(f1, t))`` classifies and keeps ``f1`` aligned
+   with the frozen natural teacher's feature ``t`` of the *clean* input.
+
+The reference code routes these gradients with three optimisers and three backward passes;
+featgap gets the same routing from **one summed loss** and one optimiser, because the two
+stop-gradients decide who learns from what:
+
+* D2 receives only ∂L_conf (its input is detached, and ``L_elim`` sees ``f2`` detached);
+* the backbone and D1 receive ∂L_elim + ∂L_main (the confused branch cannot reach them);
+* the head receives ∂L_conf + ∂L_main.
+
+``tests/test_afd.py`` checks this routing term by term. At deployment D2 is dropped and D1 is
+folded into the head, ``W' = W·D1``: :func:`fold_disentangler` returns a plain model of the
+original architecture whose logits equal the student's.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from featgap.attacks import pgd
+from featgap.methods.base import AttackSettings, Method, accuracy
+
+INTRINSIC, CONFUSED = "intrinsic", "confused"
+
+
+class AFDStudent(nn.Module):
+    """A featgap model plus the disentangler: ``forward`` gives the deployed logits ``W·D1·z + b``.
+
+    The student registers the plain model's own sub-modules under their own names (``stage1``,
+    …, ``pool``, ``head``) and adds ``intrinsic`` (D1) and ``confused`` (D2). So its
+    ``state_dict`` is the plain model's plus two ``d×d`` weights, probes read the same layer
+    names, and ``features(x)`` is the same pooled ``z`` as in the exported model.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        for name, child in model.named_children():
+            self.add_module(name, child)
+        # The plain model's forward logic (features = body(normalize(x))), not registered as a
+        # sub-module: its children are the student's children, so nothing is stored twice.
+        object.__setattr__(self, "plain", model)
+        d = model.feature_dim
+        self.intrinsic = nn.Linear(d, d, bias=False)
+        self.confused = nn.Linear(d, d, bias=False)
+        with torch.no_grad():
+            self.intrinsic.weight.copy_(torch.eye(d))
+            self.confused.weight.copy_(torch.eye(d))
+        self.layer_names = tuple(model.layer_names)
+        self.feature_dim, self.num_classes, self.in_channels = d, model.num_classes, model.in_channels
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's pooled feature ``z`` (the same as the exported model's ``features``)."""
+        return self.plain.features(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.intrinsic(self.features(x)))
+
+    def components(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``z``, ``f1``, ``f2`` and both heads' logits for one batch (``f2`` from detached ``z``)."""
+        z = self.features(x)
+        f1, f2 = self.intrinsic(z), self.confused(z.detach())
+        return {"z": z, "f1": f1, "f2": f2, "logits1": self.head(f1), "logits2": self.head(f2)}
+
+
+def fold_disentangler(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A student's ``state_dict`` → the plain model's: ``W' = W·D1``, D2 dropped (others unchanged)."""
+    if f"{INTRINSIC}.weight" not in state:
+        return dict(state)
+    plain = {k: v for k, v in state.items() if not k.startswith((f"{INTRINSIC}.", f"{CONFUSED}."))}
+    d1 = state[f"{INTRINSIC}.weight"].double()
+    plain["head.weight"] = (state["head.weight"].double() @ d1).to(state["head.weight"].dtype)
+    return plain
+
+
+def export_plain(student: AFDStudent) -> nn.Module:
+    """A plain model of the original architecture with D1 folded into its head (a new copy)."""
+    plain = copy.deepcopy(student.plain)
+    plain.load_state_dict(fold_disentangler(student.state_dict()))
+    return plain.eval()
+
+
+def confusing_target(logits1: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``ŷc``: the predicted class when it is wrong, else the runner-up (never ``y``)."""
+    masked = logits1.detach().clone()
+    masked.scatter_(1, y.view(-1, 1), float("-inf"))
+    return masked.argmax(1)
+
+
+class AFD(Method):
+    """Fine-tune a natural model with the disentangler; ``--init`` must be a natural checkpoint."""
+
+    name = "afd"
+    needs_init = True
+
+    def __init__(self, attack: AttackSettings, alpha: float = 0.05, beta: float = 0.25, gamma: float = 25.0,
+                 **options: float) -> None:
+        super().__init__(attack, **options)
+        self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
+        self.teacher: nn.Module | None = None
+
+    def start(self, model: nn.Module) -> AFDStudent:
+        """Freeze a copy of the natural model as the teacher; return the student to train."""
+        self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
+        return AFDStudent(model)
+
+    def export(self, model: nn.Module) -> nn.Module:
+        return export_plain(model) if isinstance(model, AFDStudent) else model
+
+    def to(self, device: torch.device) -> None:
+        if self.teacher is not None:
+            self.teacher.to(device)
+
+    def terms(self, student: AFDStudent, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor
+              ) -> dict[str, torch.Tensor]:
+        """The three loss terms (already weighted) and what they were computed from."""
+        if self.teacher is None:
+            raise RuntimeError("AFD.start(model) must run before training (the Trainer calls it)")
+        c = student.components(x_adv)
+        with torch.no_grad():
+            t = self.teacher.features(x)
+        y_conf = confusing_target(c["logits1"], y)
+        conf = self.alpha * F.cross_entropy(c["logits2"].float(), y_conf)
+        elim = self.beta * F.cosine_similarity(c["f1"].float(), c["f2"].detach().float(), dim=1).mean()
+        main = F.cross_entropy(c["logits1"].float(), y) + self.gamma * (
+            1.0 - F.cosine_similarity(c["f1"].float(), t.float(), dim=1).mean())
+        return {"conf": conf, "elim": elim, "main": main, "y_conf": y_conf, **c}
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
+             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        a = self.attack
+        x_adv = pgd(model, x, y, eps=eps, steps=a.steps, step_size=a.step_size, norm=a.norm)
+        t = self.terms(model, x, x_adv, y)
+        metrics = {"adv_acc": accuracy(t["logits1"], y), "l_conf": t["conf"].detach(),
+                   "l_elim": t["elim"].detach(), "l_main": t["main"].detach(),
+                   "conf_hit": (t["logits2"].argmax(1) == t["y_conf"]).float().mean().detach()}
+        return t["conf"] + t["elim"] + t["main"], metrics
+
+
+def load_student(run_dir: str, device: torch.device | str = "cpu") -> AFDStudent:
+    """The AFD student of a run (with D1 and D2), from its latest checkpoint (EMA weights if kept)."""
+    from featgap import runs
+    from featgap.errors import FeatgapError
+
+    config = runs.read_config(run_dir)
+    if config["config"]["method"] != AFD.name:
+        raise FeatgapError(f"{run_dir} is a {config['config']['method']} run; only afd runs have a student")
+    full = runs.read_tensors(f"{run_dir}/{runs.LAST}")
+    prefix = "ema." if any(k.startswith("ema.") for k in full) else "model."
+    student = AFDStudent(runs.build_model(config["model_card"]))
+    runs.load_state_into(student, {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}, run_dir)
+    return student.to(device).eval()
