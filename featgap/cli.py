@@ -1,6 +1,7 @@
 """The ``featgap`` command (also ``python -m featgap``).
 
     featgap train --dataset mnist5k --model smallcnn --method pgd_at --out runs/pgd_at
+    featgap train --preset cifar10-resnet18-afd --init runs/natural --out runs/afd
     featgap eval runs/pgd_at --n 500
     featgap probe runs/pgd_at --layers stage2 pool --eps 0.1 0.3
     featgap data list | featgap data download cifar10
@@ -16,8 +17,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from featgap.errors import FeatgapError
+from featgap.presets import AFD_CIFAR10_WEIGHTS, PRESETS, preset
+
+if TYPE_CHECKING:
+    from featgap.train.config import TrainConfig
 
 
 class _Parser(argparse.ArgumentParser):
@@ -27,21 +33,41 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _config_default(name: str) -> object:
+    """``TrainConfig``'s default for field ``name`` (train's help texts quote it, so they cannot drift)."""
+    from dataclasses import fields
+
+    from featgap.train.config import TrainConfig
+
+    return next(f.default for f in fields(TrainConfig) if f.name == name)
+
+
 def _common(p: argparse.ArgumentParser, *, training: bool, several_eps: bool = False) -> None:
+    """Flags every sub-command shares. For ``train`` every default is ``None`` ("not given"):
+    :func:`train_config_from_args` fills it from ``--preset``, then from ``TrainConfig``."""
     g = p.add_argument_group("common")
+
+    def add(flag: str, literal: object, help: str, field: str | None = None, **kw: object) -> None:
+        shown = _config_default(field or flag[2:].replace("-", "_")) if training else literal
+        g.add_argument(flag, default=None if training else literal, help=f"{help} (default {shown})", **kw)
+
     if training:
-        g.add_argument("--dataset", default="mnist5k", help="dataset name (featgap data list); default mnist5k")
-        g.add_argument("--model", default="smallcnn", help="smallcnn | preact_resnet18 | resnet18 | wrn34_10")
+        add("--dataset", None, "dataset name (featgap data list)")
+        add("--model", None, "smallcnn | preact_resnet18 | resnet18 | wrn34_10")
     if several_eps:
         g.add_argument("--eps", type=float, nargs="+", default=None,
                        help="one or more L∞/L2 radii in pixel units (default: the run's training ε)")
     else:
         g.add_argument("--eps", type=float, default=None, help="L∞/L2 radius in pixel units (default: the dataset's)")
-    g.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
-    g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    g.add_argument("--data-root", default="data", help="where datasets live (default ./data)")
-    g.add_argument("--download", action="store_true", help="download the dataset if it is missing")
-    g.add_argument("--batch-size", type=int, default=None, help="images per batch")
+    add("--device", "auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
+    add("--seed", 0, "random seed", type=int)
+    add("--data-root", "data", "where datasets live")
+    g.add_argument("--download", action="store_true", default=None if training else False,
+                   help="download the dataset if it is missing")
+    if training:
+        add("--batch-size", None, "images per batch", type=int)
+    else:
+        g.add_argument("--batch-size", type=int, default=None, help="images per batch")
 
 
 PROBE_METRICS_HELP = """\
@@ -63,25 +89,48 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model; writes a run directory",
                        description="Train with one of the methods; writes --out (config.json, metrics.jsonl, "
-                       "checkpoints/*.safetensors, summary.json). Rerunning an interrupted command resumes it.")
+                       "checkpoints/*.safetensors, summary.json). Rerunning an interrupted command resumes it. "
+                       "Settings come from the flags you give, then from --preset, then from the defaults below.")
     _common(t, training=True)
-    t.add_argument("--method", default="standard", help="standard | pgd_at | trades | vaft")
-    t.add_argument("--epochs", type=int, default=10)
+    d = _config_default
+    t.add_argument("--preset", default=None, metavar="NAME",
+                   help="named recipe (featgap/presets.py) used as the base; flags you give override it "
+                   "(its lr milestones are absolute epochs: --epochs does not rescale them): "
+                   + ", ".join(PRESETS))
+    t.add_argument("--method", default=None,
+                   help=f"standard | pgd_at | trades | vaft | afd (default {d('method')})")
+    t.add_argument("--epochs", type=int, default=None, help=f"default {d('epochs')}")
     t.add_argument("--out", required=True, help="run directory to create (or resume)")
-    t.add_argument("--lr", type=float, default=0.1, help="base learning rate (SGD, momentum 0.9)")
-    t.add_argument("--weight-decay", type=float, default=5e-4)
-    t.add_argument("--schedule", default="piecewise", help="piecewise (×0.1 at 50%%, 75%%) | cosine | constant")
-    t.add_argument("--norm", default="linf", help="linf | l2 (training attack)")
-    t.add_argument("--attack-steps", type=int, default=10, help="PGD steps in training (default 10)")
-    t.add_argument("--eps-warmup", type=float, default=0.0, help="epochs over which ε ramps up from 0")
-    t.add_argument("--trades-beta", type=float, default=6.0, help="TRADES β (default 6)")
-    t.add_argument("--ema", type=float, default=None, help="weight-EMA decay, e.g. 0.999 (off by default)")
-    t.add_argument("--init", default=None, help="run directory or .safetensors to start from (vaft needs it)")
-    t.add_argument("--val-fraction", type=float, default=0.0,
-                   help="carve a validation split from train for per-epoch monitoring (tune on it)")
-    t.add_argument("--monitor-n", type=int, default=500, help="images for per-epoch accuracy/feature gap")
-    t.add_argument("--probe-n", type=int, default=0,
-                   help="record the per-layer feature-gap trajectory (with CIs) on this many images each epoch")
+    t.add_argument("--lr", type=float, default=None,
+                   help=f"base learning rate (SGD, momentum {d('momentum')}; default {d('lr')})")
+    t.add_argument("--weight-decay", type=float, default=None, help=f"default {d('weight_decay')}")
+    t.add_argument("--schedule", default=None,
+                   help=f"piecewise (×0.1 at 50%%, 75%%, or a preset's steps) | cosine | constant "
+                   f"(default {d('schedule')})")
+    t.add_argument("--norm", default=None, help=f"linf | l2 (training attack; default {d('norm')})")
+    t.add_argument("--attack-steps", type=int, default=None,
+                   help=f"PGD steps in training (default {d('attack_steps')})")
+    t.add_argument("--attack-step-size", type=float, default=None,
+                   help="PGD step size in training, pixel units (default: 2.5·ε/steps)")
+    t.add_argument("--eps-warmup", type=float, default=None,
+                   help=f"epochs over which ε ramps up from 0 (default {d('eps_warmup_epochs')})")
+    t.add_argument("--trades-beta", type=float, default=None, help=f"TRADES β (default {d('trades_beta')})")
+    for key, symbol, what in (("alpha", "α", "weight of the confused branch's loss"),
+                              ("beta", "β", "weight of the intrinsic/confused cosine (elimination) loss"),
+                              ("gamma", "γ", "weight of the alignment with the natural teacher")):
+        t.add_argument(f"--afd-{key}", type=float, default=None,
+                       help=f"AFD {symbol}, {what}; only with --method afd (default: the preset's, else the "
+                       f"method's own; the paper's CIFAR-10 value is {AFD_CIFAR10_WEIGHTS[key]:g})")
+    t.add_argument("--ema", type=float, default=None, help="weight-EMA decay, e.g. 0.999 (default: off)")
+    t.add_argument("--init", default=None, help="run directory or .safetensors to start from (vaft and afd need it)")
+    t.add_argument("--val-fraction", type=float, default=None,
+                   help="carve a validation split from train for per-epoch monitoring (tune on it; "
+                   f"default {d('val_fraction')})")
+    t.add_argument("--monitor-n", type=int, default=None,
+                   help=f"images for per-epoch accuracy/feature gap (default {d('monitor_n')})")
+    t.add_argument("--probe-n", type=int, default=None,
+                   help="record the per-layer feature-gap trajectory (with CIs) on this many images each epoch "
+                   f"(default {d('probe_n')})")
     t.add_argument("--probe-layers", nargs="+", default=None, help="layers for --probe-n (default: all layer_names)")
 
     e = sub.add_parser("eval", help="clean / PGD-20 / AutoAttack accuracy of a run, with sanity checks",
@@ -128,16 +177,52 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _train(args: argparse.Namespace) -> None:
-    from featgap.train import TrainConfig, Trainer
+_TRAIN_FIELDS = {
+    "dataset": "dataset", "model": "model", "eps": "eps", "device": "device", "seed": "seed",
+    "data_root": "data_root", "download": "download", "batch_size": "batch_size", "method": "method",
+    "epochs": "epochs", "lr": "lr", "weight_decay": "weight_decay", "schedule": "schedule", "norm": "norm",
+    "attack_steps": "attack_steps", "attack_step_size": "attack_step_size", "eps_warmup": "eps_warmup_epochs",
+    "trades_beta": "trades_beta", "ema": "ema_decay", "init": "init", "val_fraction": "val_fraction",
+    "monitor_n": "monitor_n", "probe_n": "probe_n", "probe_layers": "probe_layers",
+}
+"""``featgap train`` flag (argparse dest) -> the :class:`TrainConfig` field it sets."""
+_AFD_OPTIONS = ("alpha", "beta", "gamma")
+"""``--afd-KEY`` sets ``TrainConfig.extra[KEY]``."""
 
-    cfg = TrainConfig(dataset=args.dataset, model=args.model, method=args.method, epochs=args.epochs,
-                      batch_size=args.batch_size or 128, lr=args.lr, weight_decay=args.weight_decay,
-                      schedule=args.schedule, eps=args.eps, norm=args.norm, attack_steps=args.attack_steps,
-                      eps_warmup_epochs=args.eps_warmup, trades_beta=args.trades_beta, ema_decay=args.ema,
-                      seed=args.seed, device=args.device, data_root=args.data_root, download=args.download,
-                      init=args.init, val_fraction=args.val_fraction, monitor_n=args.monitor_n,
-                      probe_n=args.probe_n, probe_layers=tuple(args.probe_layers) if args.probe_layers else None)
+
+def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The (unresolved) :class:`TrainConfig` of a parsed ``featgap train`` command line.
+
+    ``{**TrainConfig defaults, **preset, **flags given}``: a flag given explicitly wins over
+    ``--preset``, which wins over ``TrainConfig``'s defaults (a flag left out is ``None``).
+    ``--afd-alpha/beta/gamma`` are merged over the preset's ``extra`` and need method ``afd``.
+    A ``--method`` other than the preset's drops the preset's ``extra`` (its options belong to
+    the preset's method). Unknown preset or misplaced AFD flags: one-line :class:`FeatgapError`.
+    """
+    from featgap.train.config import TrainConfig
+
+    values = preset(args.preset) if args.preset is not None else {}
+    given = {field: getattr(args, dest) for dest, field in _TRAIN_FIELDS.items() if getattr(args, dest) is not None}
+    if "probe_layers" in given:
+        given["probe_layers"] = tuple(given["probe_layers"])
+    if "method" in given and given["method"] != values.get("method", given["method"]):
+        values.pop("extra", None)
+    values.update(given)
+    afd = {key: getattr(args, f"afd_{key}") for key in _AFD_OPTIONS if getattr(args, f"afd_{key}") is not None}
+    if afd:
+        method = values.get("method", _config_default("method"))
+        if method != "afd":
+            flags = ", ".join(f"--afd-{key}" for key in afd)
+            verb = "applies" if len(afd) == 1 else "apply"
+            raise FeatgapError(f"{flags} {verb} only to --method afd; this run's method is {method}")
+        values["extra"] = {**values.get("extra", {}), **afd}
+    return TrainConfig(**values)
+
+
+def _train(args: argparse.Namespace) -> None:
+    from featgap.train import Trainer
+
+    cfg = train_config_from_args(args)
     trainer = Trainer(cfg, out=args.out)
     trainer.fit()
     last = trainer.last_record if hasattr(trainer, "last_record") else {}
