@@ -3,10 +3,15 @@
 1. Train ``smallcnn`` on the bundled MNIST digits (``mnist5k``) with standard training.
 2. Train the same architecture with PGD adversarial training (ε = 0.3, ε ramped up over the
    first two epochs, which MNIST PGD-AT needs to get started).
-3. Evaluate both on a stratified subset of the test split: clean, PGD-20 and standard
+3. Fine-tune the standard model adversarially in two ways: vAFT (plain PGD-AT from the
+   natural weights) and AFD (the same, plus the feature disentangler and the natural teacher;
+   :mod:`featgap.methods.afd`), both with the ``mnist5k-smallcnn-*`` presets' settings on a
+   shorter schedule.
+4. Evaluate all four on a stratified subset of the test split: clean, PGD-20 and standard
    AutoAttack accuracy, with the sanity checks of EVALUATION.md.
-4. Print a table with the **feature gap** of each model: how far the features of an input and
-   of its PGD-20 example lie apart. The robust model's gap is several times smaller.
+5. Print a table with the **feature gap** of each model: how far the features of an input and
+   of its PGD-20 example lie apart (robust models' gaps are several times smaller), and AFD's
+   disentangled components: ‖f1‖, ‖f2‖ and cos(f1, f2) on natural and adversarial inputs.
 
 Finished runs in ``--out`` are reused (``--fresh`` retrains), so the demo can be rerun to look
 at the table again.
@@ -19,13 +24,30 @@ from pathlib import Path
 
 from featgap import data, runs
 from featgap.evaluate import EvalResult, evaluate
+from featgap.presets import preset
 from featgap.train import TrainConfig, Trainer, resolve_device
+
+FINE_TUNE_EPOCHS = 4
+"""vAFT and AFD fine-tune for this many epochs in the demo (the presets use 10)."""
+
+
+def _fine_tune(method: str) -> TrainConfig:
+    """The ``mnist5k-smallcnn-{method}`` preset on a FINE_TUNE_EPOCHS schedule of the same shape;
+    ``init`` is filled in by :func:`run_demo` (the standard run)."""
+    values = preset(f"mnist5k-smallcnn-{method}")
+    scale = FINE_TUNE_EPOCHS / values["epochs"]
+    values.update(epochs=FINE_TUNE_EPOCHS, lr_steps=tuple((e * scale, f) for e, f in values["lr_steps"]),
+                  probe_n=0, monitor_n=200)
+    return TrainConfig(**values)
+
 
 DEMO_RUNS: dict[str, TrainConfig] = {
     "standard": TrainConfig(dataset="mnist5k", model="smallcnn", method="standard", epochs=4, lr=0.05,
                             batch_size=128, monitor_n=200),
     "pgd_at": TrainConfig(dataset="mnist5k", model="smallcnn", method="pgd_at", epochs=8, lr=0.05,
                           batch_size=128, eps_warmup_epochs=2, attack_steps=10, monitor_n=200),
+    "vaft": _fine_tune("vaft"),
+    "afd": _fine_tune("afd"),
 }
 
 
@@ -56,6 +78,25 @@ def format_table(results: dict[str, EvalResult]) -> str:
     return "\n".join(lines)
 
 
+def format_components(run_dir: Path, test: data.ImageSet, n: int, seed: int, device: str = "auto") -> str:
+    """AFD's disentangled components on the demo's test subset and its PGD-20 examples (means)."""
+    from featgap.methods.afd import load_student
+    from featgap.probes import COMPONENT_STATS, adversarial_examples, component_norms, summarize
+
+    student = load_student(str(run_dir), device=resolve_device(device))
+    subset = test.stratified_subset(n, seed) if n < len(test) else test
+    x, y = subset.tensors()
+    x_adv = adversarial_examples(student, x, y, eps=test.info.eps, steps=20, seed=seed)
+    s = summarize(component_norms(student, x, x_adv, y), by="input", metrics=COMPONENT_STATS, n_boot=0)
+    lines = ["AFD components (f1 = D1·z intrinsic, f2 = D2·z confused; means over the subset):",
+             f"{'input':12} {'‖f1‖':>8} {'‖f2‖':>8} {'cos(f1,f2)':>11} {'confused head → ŷc':>19}"]
+    for r in s.rows():
+        name = "natural" if r["input"] == "nat" else "PGD-20"
+        lines.append(f"{name:12} {r['f1_norm_mean']:8.3f} {r['f2_norm_mean']:8.3f} {r['cos_f1_f2_mean']:11.3f} "
+                     f"{100 * r['conf_hit_mean']:18.1f}%")
+    return "\n".join(lines)
+
+
 def run_demo(out: str | Path = "runs/demo", n: int = 500, device: str = "auto", seed: int = 0,
              fresh: bool = False) -> dict[str, EvalResult]:
     """Train, evaluate and print; returns the evaluation results by run name."""
@@ -66,7 +107,8 @@ def run_demo(out: str | Path = "runs/demo", n: int = 500, device: str = "auto", 
     out = Path(out)
     start = time.perf_counter()
     for name, cfg in DEMO_RUNS.items():
-        _train_or_reuse(name, TrainConfig(**{**cfg.as_dict(), "device": device, "seed": seed}), out, fresh)
+        init = str(out / "standard") if cfg.method in ("vaft", "afd") else None
+        _train_or_reuse(name, TrainConfig(**{**cfg.as_dict(), "device": device, "seed": seed, "init": init}), out, fresh)
     test = data.load("mnist5k", "test")
     results: dict[str, EvalResult] = {}
     for name in DEMO_RUNS:
@@ -77,6 +119,8 @@ def run_demo(out: str | Path = "runs/demo", n: int = 500, device: str = "auto", 
     print(f"mnist5k test subset: n = {results['standard'].n} (stratified, seed {seed}), "
           f"L∞ ε = {test.info.eps}, smallcnn")
     print(format_table(results))
+    print()
+    print(format_components(out / "afd", test, n=n, seed=seed, device=device))
     print()
     for name, r in results.items():
         flagged = r.flags
