@@ -20,7 +20,9 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from featgap.errors import FeatgapError
+from featgap.methods.afa import AFA, AFATrades
 from featgap.presets import AFD_CIFAR10_WEIGHTS, PRESETS, preset
+from featgap.train.config import FINETUNE_METHODS
 
 if TYPE_CHECKING:
     from featgap.train.config import TrainConfig
@@ -98,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(its lr milestones are absolute epochs: --epochs does not rescale them): "
                    + ", ".join(PRESETS))
     t.add_argument("--method", default=None,
-                   help=f"standard | pgd_at | trades | vaft | afd (default {d('method')})")
+                   help="standard | pgd_at | trades | vaft | afd | afa (pre-training, then --finetune) | "
+                   f"afa_trades; alf and aff are afa's second stages (default {d('method')})")
     t.add_argument("--epochs", type=int, default=None, help=f"default {d('epochs')}")
     t.add_argument("--out", required=True, help="run directory to create (or resume)")
     t.add_argument("--lr", type=float, default=None,
@@ -121,6 +124,19 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument(f"--afd-{key}", type=float, default=None,
                        help=f"AFD {symbol}, {what}; only with --method afd (default: the preset's, else the "
                        f"method's own; the paper's CIFAR-10 value is {AFD_CIFAR10_WEIGHTS[key]:g})")
+    for flag, key, kw, what in AFA_FLAGS:
+        t.add_argument(flag, default=None, **kw, help=f"{what} (afa, afa_trades; default {AFA.defaults[key]})")
+    t.add_argument("--afa-lambda", type=float, default=None,
+                   help=f"λ, weight of the AFA term in afa_trades (default {AFATrades.defaults['lam']})")
+    t.add_argument("--finetune", default=None, choices=FINETUNE_METHODS,
+                   help="afa's second stage: alf (linear head on the frozen encoder) or aff (whole model), both "
+                   "PGD-AT; trained into --out, stage 1 into OUT-pretrain (default alf)")
+    t.add_argument("--finetune-epochs", type=int, default=None, help="epochs of the second stage (default: --epochs)")
+    t.add_argument("--finetune-lr", type=float, default=None, help="learning rate of the second stage (default: --lr)")
+    t.add_argument("--extra-data", default=None, metavar="NPZ",
+                   help="extra training images and labels (.npz with 'image' and 'label'), e.g. generated data")
+    t.add_argument("--extra-fraction", type=float, default=None,
+                   help=f"share of each batch drawn from --extra-data (default {d('extra_fraction')})")
     t.add_argument("--ema", type=float, default=None, help="weight-EMA decay, e.g. 0.999 (default: off)")
     t.add_argument("--init", default=None, help="run directory or .safetensors to start from (vaft and afd need it)")
     t.add_argument("--val-fraction", type=float, default=None,
@@ -185,10 +201,18 @@ _TRAIN_FIELDS = {
     "attack_steps": "attack_steps", "attack_step_size": "attack_step_size", "eps_warmup": "eps_warmup_epochs",
     "trades_beta": "trades_beta", "ema": "ema_decay", "init": "init", "val_fraction": "val_fraction",
     "monitor_n": "monitor_n", "probe_n": "probe_n", "probe_layers": "probe_layers",
+    "extra_data": "extra_data", "extra_fraction": "extra_fraction",
 }
 """``featgap train`` flag (argparse dest) -> the :class:`TrainConfig` field it sets."""
 _AFD_OPTIONS = ("alpha", "beta", "gamma")
 """``--afd-KEY`` sets ``TrainConfig.extra[KEY]``."""
+AFA_FLAGS = (
+    ("--afa-temperature", "temperature", {"type": float}, "AFA τ of the supervised contrastive loss"),
+    ("--afa-anchors", "anchors", {"choices": ("all", "adversarial")}, "AFA anchors: all views or adversarial only"),
+    ("--afa-attack", "attack_objective", {"choices": ("supcon", "ce")},
+     "what AFA's PGD maximises: the contrastive loss or CE through the linear head"),
+)
+"""``featgap train`` flags for AFA's options: (flag, ``TrainConfig.extra`` key, argparse kwargs, help)."""
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -197,7 +221,9 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     ``{**TrainConfig defaults, **preset, **flags given}``: a flag given explicitly wins over
     ``--preset``, which wins over ``TrainConfig``'s defaults (a flag left out is ``None``).
     ``--afd-alpha/beta/gamma`` are merged over the preset's ``extra`` and need method ``afd``.
-    A ``--method`` other than the preset's drops the preset's ``extra`` (its options belong to
+    ``--afa-*`` flags likewise (methods afa, afa_trades), and ``--finetune*`` are merged over the
+    preset's ``finetune`` (method afa).
+    A ``--method`` other than the preset's drops the preset's ``extra`` and ``finetune`` (they belong to
     the preset's method). Unknown preset or misplaced AFD flags: one-line :class:`FeatgapError`.
     """
     from featgap.train.config import TrainConfig
@@ -208,25 +234,43 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         given["probe_layers"] = tuple(given["probe_layers"])
     if "method" in given and given["method"] != values.get("method", given["method"]):
         values.pop("extra", None)
+        values.pop("finetune", None)
     values.update(given)
     afd = {key: getattr(args, f"afd_{key}") for key in _AFD_OPTIONS if getattr(args, f"afd_{key}") is not None}
+    method = values.get("method", _config_default("method"))
     if afd:
-        method = values.get("method", _config_default("method"))
-        if method != "afd":
-            flags = ", ".join(f"--afd-{key}" for key in afd)
-            verb = "applies" if len(afd) == 1 else "apply"
-            raise FeatgapError(f"{flags} {verb} only to --method afd; this run's method is {method}")
+        _only_for(method, ("afd",), [f"--afd-{key}" for key in afd])
         values["extra"] = {**values.get("extra", {}), **afd}
+    afa = {key: getattr(args, flag[2:].replace("-", "_")) for flag, key, _, _ in AFA_FLAGS
+           if getattr(args, flag[2:].replace("-", "_")) is not None}
+    if args.afa_lambda is not None:
+        _only_for(method, ("afa_trades",), ["--afa-lambda"])
+        afa["lam"] = args.afa_lambda
+    if afa:
+        _only_for(method, ("afa", "afa_trades"), [f for f, k, _, _ in AFA_FLAGS if k in afa])
+        values["extra"] = {**values.get("extra", {}), **afa}
+    stage2 = {"method": args.finetune, "epochs": args.finetune_epochs, "lr": args.finetune_lr}
+    stage2 = {k: v for k, v in stage2.items() if v is not None}
+    if stage2:
+        _only_for(method, ("afa",), [f"--finetune{'-' + k if k != 'method' else ''}" for k in stage2])
+        values["finetune"] = {**(values.get("finetune") or {"method": "alf"}), **stage2}
     return TrainConfig(**values)
 
 
+def _only_for(method: str, allowed: tuple[str, ...], flags: list[str]) -> None:
+    """One-line error when method-specific ``flags`` are given for another method."""
+    if flags and method not in allowed:
+        verb = "applies" if len(flags) == 1 else "apply"
+        raise FeatgapError(f"{', '.join(flags)} {verb} only to --method {' or '.join(allowed)}; "
+                           f"this run's method is {method}")
+
+
 def _train(args: argparse.Namespace) -> None:
-    from featgap.train import Trainer
+    from featgap.train import fit
 
     cfg = train_config_from_args(args)
-    trainer = Trainer(cfg, out=args.out)
-    trainer.fit()
-    last = trainer.last_record if hasattr(trainer, "last_record") else {}
+    _, trainers = fit(cfg, args.out)
+    last = getattr(trainers[-1], "last_record", {})
     print(f"finished {args.out}: " + ", ".join(f"{k} {last[k]:.4g}" for k in
           ("train_loss", "monitor_clean_acc", "monitor_pgd_acc", "gap_l2") if k in last))
 

@@ -30,8 +30,8 @@ def test_every_preset_resolves(name):
     assert cfg.augment == ("crop_flip" if cfg.dataset.startswith("cifar") else "none")
 
 
-def test_ten_presets_one_vaft_twin_per_afd_preset():
-    assert len(PRESETS) == 10 and len(AFD_NAMES) == 5
+def test_fourteen_presets_one_vaft_twin_per_afd_preset():
+    assert len(PRESETS) == 14 and len(AFD_NAMES) == 5
     for name in AFD_NAMES:
         afd, vaft = preset(name), preset(name.removesuffix("-afd") + "-vaft")
         assert afd["method"] == "afd" and vaft["method"] == "vaft" and vaft["extra"] == {}
@@ -56,7 +56,7 @@ def _afd_spec_lr(epoch_1based: int) -> float:
     return lr
 
 
-@pytest.mark.parametrize("name", [n for n in PRESETS if n.startswith("cifar")])
+@pytest.mark.parametrize("name", [n for n in PRESETS if n.startswith("cifar") and not n.endswith("-afa")])
 def test_cifar_lr_schedule_matches_the_afd_spec_epoch_by_epoch(name):
     values = preset(name)
     assert values["epochs"] == 20 and values["schedule"] == "piecewise"
@@ -221,3 +221,34 @@ def test_help_lists_the_presets(capsys):
         main(["train", "--help"])
     text = "".join(capsys.readouterr().out.split())  # argparse may wrap lines at the names' hyphens
     assert all(name in text for name in PRESETS)
+
+
+# ---------------------------------------------------------------- AFA presets
+AFA_NAMES = ["cifar10-resnet18-afa", "cifar100-resnet18-afa", "cifar10-wrn34-10-afa", "mnist5k-smallcnn-afa"]
+
+
+@pytest.mark.parametrize("name", AFA_NAMES[:3])
+def test_afa_cifar_presets_follow_the_spec_schedule(name):
+    """AFA.md "Defaults for the schedule": 100 epochs, batch 256, lr 0.1 cosine, 5 warm-up; ALF 25 epochs at 0.1."""
+    cfg = TrainConfig(**preset(name)).resolved()
+    assert (cfg.method, cfg.epochs, cfg.batch_size, cfg.lr, cfg.schedule, cfg.warmup_epochs, cfg.weight_decay) == (
+        "afa", 100, 256, 0.1, "cosine", 5.0, 1e-4)
+    assert cfg.eps == pytest.approx(8 / 255) and cfg.attack_steps == 10 and cfg.attack_step_size == pytest.approx(2 / 255)
+    assert cfg.extra == {"temperature": 0.1, "anchors": "all", "attack_objective": "supcon", "proj_dim": 128,
+                         "online_probe": True, "probe_lr_scale": 0.1}
+    stage2 = cfg.finetune_config(init="x").resolved()
+    assert (stage2.method, stage2.epochs, stage2.lr, stage2.schedule, stage2.warmup_epochs) == (
+        "alf", 25, 0.1, "piecewise", 0.0)
+    assert stage2.lr_steps == ((12.5, 0.1), (18.75, 0.1)) and stage2.init == "x" and stage2.extra == {}
+
+
+def test_finetune_flags_merge_over_the_preset_and_a_new_method_drops_it():
+    cfg = _config("--preset", "mnist5k-smallcnn-afa", "--finetune", "aff", "--finetune-epochs", "2")
+    assert cfg.finetune == {**preset("mnist5k-smallcnn-afa")["finetune"], "method": "aff", "epochs": 2}
+    cfg = _config("--preset", "mnist5k-smallcnn-afa", "--afa-temperature", "0.5", "--afa-anchors", "adversarial")
+    assert cfg.extra == {"temperature": 0.5, "anchors": "adversarial"}
+    cfg = _config("--preset", "mnist5k-smallcnn-afa", "--method", "pgd_at")
+    assert cfg.finetune is None and cfg.extra == {}
+    with pytest.raises(FeatgapError, match="--finetune-lr applies only to --method afa"):
+        _config("--method", "trades", "--finetune-lr", "0.1")
+    assert main(["train", "--method", "afa", "--finetune-lr", "-1", "--out", "never"]) == 2

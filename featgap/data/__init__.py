@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from featgap.data.batches import BatchLoader, augment_batch
+from featgap.data.extra import load_extra
 from featgap.data.imageset import ImageSet
 from featgap.data.info import DATASETS, DatasetInfo, info
 from featgap.errors import FeatgapError
@@ -59,5 +60,5 @@ def download(name: str, root: str | Path = DEFAULT_ROOT) -> Path:
     return Path(root)
 
 
-__all__ = ["BatchLoader", "DATASETS", "DEFAULT_ROOT", "DatasetInfo", "ImageSet", "augment_batch",
+__all__ = ["BatchLoader", "DATASETS", "DEFAULT_ROOT", "DatasetInfo", "ImageSet", "augment_batch", "load_extra",
            "download", "info", "load"]

@@ -57,6 +57,12 @@ class BatchLoader:
         drop_last: skip a final smaller batch (keeps batch statistics steady in training).
         device: where the data and batches live.
         seed: makes shuffling and augmentation reproducible.
+        extra: more training images (:func:`featgap.data.load_extra`), mixed into every batch:
+            ``round(extra_fraction · batch_size)`` of each batch come from ``extra`` (drawn
+            without replacement, reshuffled whenever it runs out), the rest from ``data``. The
+            number of batches per epoch stays ``len(data) / batch_size``, so an epoch costs the
+            same with or without extra data (and sees ``1 − extra_fraction`` of ``data``).
+        extra_fraction: in [0, 1); 0 ignores ``extra``.
 
     Usage::
 
@@ -66,9 +72,13 @@ class BatchLoader:
 
     def __init__(self, data: ImageSet, batch_size: int, *, shuffle: bool = False, augment: str = "none",
                  drop_last: bool = False, device: torch.device | str = "cpu", seed: int = 0,
-                 channels_last: bool = False) -> None:
+                 channels_last: bool = False, extra: ImageSet | None = None, extra_fraction: float = 0.0) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if not 0.0 <= extra_fraction < 1.0:
+            raise ValueError("extra_fraction must be in [0, 1)")
+        if extra_fraction > 0 and (extra is None or len(extra) == 0):
+            raise ValueError("extra_fraction > 0 needs a non-empty extra set")
         if augment not in AUGMENTATIONS:
             raise ValueError(f"unknown augmentation {augment!r}; choose one of {AUGMENTATIONS}")
         self.device = torch.device(device)
@@ -81,6 +91,11 @@ class BatchLoader:
         self.channels_last = channels_last
         self.seed = seed
         self.epoch = 0
+        self.n_extra = int(round(extra_fraction * batch_size)) if extra is not None else 0
+        if self.n_extra >= batch_size:
+            self.n_extra = batch_size - 1  # keep at least one image of the real data per batch
+        self.extra_images = extra.images.to(self.device) if self.n_extra else None
+        self.extra_labels = extra.labels.to(self.device) if self.n_extra else None
 
     def __len__(self) -> int:
         n = self.labels.shape[0]
@@ -93,10 +108,25 @@ class BatchLoader:
         self.epoch += 1
         order = (torch.randperm(n, device=self.device, generator=gen) if self.shuffle
                  else torch.arange(n, device=self.device))
+        own = self.batch_size - self.n_extra  # images per batch from the dataset itself
+        extra_order = self._extra_order(len(self), gen)
         for i in range(len(self)):
-            idx = order[i * self.batch_size:(i + 1) * self.batch_size]
+            idx = order[i * own:(i + 1) * own]
             x = self.images[idx].float().div_(255.0)
+            y = self.labels[idx]
+            if self.n_extra:
+                e = extra_order[i * self.n_extra:(i + 1) * self.n_extra]
+                x = torch.cat([x, self.extra_images[e].float().div_(255.0)])
+                y = torch.cat([y, self.extra_labels[e]])
             x = augment_batch(x, self.augment, generator=gen)
             if self.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            yield x, self.labels[idx]
+            yield x, y
+
+    def _extra_order(self, batches: int, gen: torch.Generator) -> torch.Tensor | None:
+        """Indices into ``extra`` for this epoch: permutations, concatenated until long enough."""
+        if not self.n_extra:
+            return None
+        m, need = self.extra_labels.shape[0], batches * self.n_extra
+        perms = [torch.randperm(m, device=self.device, generator=gen) for _ in range(-(-need // m))]
+        return torch.cat(perms)[:need]

@@ -1,4 +1,5 @@
-"""Training methods, one file each: ``standard``, ``pgd_at``, ``trades``, ``vaft``, ``afd``.
+"""Training methods: ``standard``, ``pgd_at``, ``trades``, ``vaft``, ``afd``, and AFA's ``afa``
+(pre-training), ``alf`` / ``aff`` (its fine-tuning stages) and ``afa_trades``.
 
 ``create(name, attack, **options)`` builds one; each turns a batch into named loss terms.
 """
@@ -6,6 +7,7 @@
 from __future__ import annotations
 
 from featgap.errors import FeatgapError
+from featgap.methods.afa import AFA, AFF, ALF, AFATrades
 from featgap.methods.afd import AFD
 from featgap.methods.base import AttackSettings, Method
 from featgap.methods.pgd_at import PGDAT
@@ -13,7 +15,8 @@ from featgap.methods.standard import Standard
 from featgap.methods.trades import TRADES
 from featgap.methods.vaft import VAFT
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Standard, PGDAT, TRADES, VAFT, AFD)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Standard, PGDAT, TRADES, VAFT, AFD, AFA, ALF, AFF,
+                                                             AFATrades)}
 
 
 def get(name: str) -> type[Method]:

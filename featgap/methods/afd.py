@@ -43,38 +43,33 @@ from torch import nn
 
 from featgap.attacks import pgd
 from featgap.methods.base import AttackSettings, Method, accuracy
+from featgap.methods.extended import ExtendedModel
 
 INTRINSIC, CONFUSED = "intrinsic", "confused"
 
 
-class AFDStudent(nn.Module):
+class AFDStudent(ExtendedModel):
     """A featgap model plus the disentangler: ``forward`` gives the deployed logits ``W·D1·z + b``.
 
-    The student registers the plain model's own sub-modules under their own names (``stage1``,
-    …, ``pool``, ``head``) and adds ``intrinsic`` (D1) and ``confused`` (D2). So its
-    ``state_dict`` is the plain model's plus two ``d×d`` weights, probes read the same layer
-    names, and ``features(x)`` is the same pooled ``z`` as in the exported model.
+    The student keeps the plain model's own sub-modules under their own names (``stage1``, …,
+    ``pool``, ``head``; see :class:`~featgap.methods.extended.ExtendedModel`) and adds
+    ``intrinsic`` (D1) and ``confused`` (D2). So its ``state_dict`` is the plain model's plus two
+    ``d×d`` weights, probes read the same layer names, and ``features(x)`` is the same pooled
+    ``z`` as in the exported model.
     """
 
     def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        for name, child in model.named_children():
-            self.add_module(name, child)
-        # The plain model's forward logic (features = body(normalize(x))), not registered as a
-        # sub-module: its children are the student's children, so nothing is stored twice.
-        object.__setattr__(self, "plain", model)
+        super().__init__(model)
         d = model.feature_dim
         self.intrinsic = nn.Linear(d, d, bias=False)
         self.confused = nn.Linear(d, d, bias=False)
         with torch.no_grad():
             self.intrinsic.weight.copy_(torch.eye(d))
             self.confused.weight.copy_(torch.eye(d))
-        self.layer_names = tuple(model.layer_names)
-        self.feature_dim, self.num_classes, self.in_channels = d, model.num_classes, model.in_channels
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        """The backbone's pooled feature ``z`` (the same as the exported model's ``features``)."""
-        return self.plain.features(x)
+    def plain_state(self) -> dict[str, torch.Tensor]:
+        """The exported weights: D1 folded into the head, D2 dropped (:func:`fold_disentangler`)."""
+        return fold_disentangler(self.state_dict())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.intrinsic(self.features(x)))
@@ -98,9 +93,7 @@ def fold_disentangler(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 def export_plain(student: AFDStudent) -> nn.Module:
     """A plain model of the original architecture with D1 folded into its head (a new copy)."""
-    plain = copy.deepcopy(student.plain)
-    plain.load_state_dict(fold_disentangler(student.state_dict()))
-    return plain.eval()
+    return student.export()
 
 
 def confusing_target(logits1: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -116,10 +109,12 @@ class AFD(Method):
     name = "afd"
     needs_init = True
 
-    def __init__(self, attack: AttackSettings, alpha: float = 0.05, beta: float = 0.25, gamma: float = 25.0,
-                 **options: float) -> None:
+    defaults = {"alpha": 0.05, "beta": 0.25, "gamma": 25.0}
+    """The paper's CIFAR-10 weights (α confused, β elimination, γ teacher alignment)."""
+
+    def __init__(self, attack: AttackSettings, **options: object) -> None:
         super().__init__(attack, **options)
-        self.alpha, self.beta, self.gamma = float(alpha), float(beta), float(gamma)
+        self.alpha, self.beta, self.gamma = (float(self.options[k]) for k in ("alpha", "beta", "gamma"))
         self.teacher: nn.Module | None = None
 
     def start(self, model: nn.Module) -> AFDStudent:
@@ -127,8 +122,6 @@ class AFD(Method):
         self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
         return AFDStudent(model)
 
-    def export(self, model: nn.Module) -> nn.Module:
-        return export_plain(model) if isinstance(model, AFDStudent) else model
 
     def to(self, device: torch.device) -> None:
         if self.teacher is not None:

@@ -20,6 +20,7 @@ from featgap.methods.base import AttackSettings, Method, accuracy
 
 class TRADES(Method):
     name = "trades"
+    uses_trades_beta = True
 
     def __init__(self, attack: AttackSettings, beta: float = 6.0, **options: float) -> None:
         super().__init__(attack, **options)

@@ -25,7 +25,7 @@ from featgap import data as fg_data
 from featgap import methods, models, runs
 from featgap.errors import FeatgapError
 from featgap.progress import progress
-from featgap.train.config import TrainConfig
+from featgap.train.config import TrainConfig, differing_settings
 from featgap.train.ema import ModelEMA
 from featgap.train.monitor import EpochMonitor
 from featgap.train.schedule import lr_factor, ramp
@@ -68,9 +68,10 @@ class Trainer:
     """
 
     def __init__(self, config: TrainConfig, out: str | Path | None = None,
-                 callbacks: Sequence[Callback] = (), monitor: bool = True) -> None:
+                 callbacks: Sequence[Callback] = (), monitor: bool = True, links: dict | None = None) -> None:
         self.config = cfg = config.resolved()
         self.out = Path(out) if out is not None else None
+        self.links = links
         self.device = resolve_device(cfg.device)
         seed_everything(cfg.seed)
         method_cls = methods.get(cfg.method)
@@ -83,11 +84,13 @@ class Trainer:
         if cfg.val_fraction > 0:
             train, monitor_set = train.split_off(cfg.val_fraction, seed=cfg.seed)
         self.train_set = train
+        self.extra_set = fg_data.load_extra(cfg.extra_data, self.info) if cfg.extra_data else None
         self.model = models.create(cfg.model, self.info.num_classes, self.info.in_channels,
                                    self.info.mean, self.info.std)
         self.init_source = runs.load_init_weights(self.model, cfg.init, cfg.model) if cfg.init else None
         self.method = method_cls(methods.AttackSettings(cfg.attack_steps, cfg.attack_step_size, cfg.norm),
-                                 **({"beta": cfg.trades_beta} if cfg.method == "trades" else {}), **cfg.extra)
+                                 **({"beta": cfg.trades_beta} if method_cls.uses_trades_beta else {}),
+                                 **cfg.extra)
         # A method may train more than the model (AFD: a student with a disentangler and a teacher).
         self.model = self.method.start(self.model)
         self.callbacks: list[Callback] = list(callbacks)
@@ -112,7 +115,8 @@ class Trainer:
                 "model_card": {"name": self.config.model, "num_classes": m.num_classes, "in_channels": m.in_channels,
                                "feature_dim": m.feature_dim, "mean": list(self.info.mean), "std": list(self.info.std),
                                "layer_names": list(m.layer_names)},
-                "dataset": self.info.as_dict(), "init": self.init_source, "environment": runs.environment_info()}
+                "dataset": self.info.as_dict(), "init": self.init_source, "environment": runs.environment_info(),
+                **({"stages": self.links} if self.links else {})}
 
     def _check_out_dir(self) -> None:
         out = self.out
@@ -126,9 +130,7 @@ class Trainer:
             return
         if (out / runs.SUMMARY).exists():
             raise FeatgapError(f"--out {out} holds a finished run; choose another --out or delete it")
-        old = runs.read_config(out)["config"]
-        new = self.config.as_dict()
-        differ = [k for k in new if k not in ("device", "download") and _jsonable(old.get(k)) != _jsonable(new[k])]
+        differ = differing_settings(runs.read_config(out)["config"], self.config)
         if differ:
             raise FeatgapError(f"--out {out} holds an unfinished run with other settings ({', '.join(differ)}); "
                                "resume it with the same settings or choose another --out")
@@ -180,7 +182,7 @@ class Trainer:
         self.method.to(dev)
         if cuda and cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum,
+        optimizer = torch.optim.SGD(self.method.param_groups(model), lr=cfg.lr, momentum=cfg.momentum,
                                     weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay else None
         if self.out is not None:
@@ -190,7 +192,8 @@ class Trainer:
                 runs.write_json(self.out / runs.CONFIG, self._config_record())
         loader = fg_data.BatchLoader(self.train_set, cfg.batch_size, shuffle=True, augment=cfg.augment,
                                      drop_last=len(self.train_set) > cfg.batch_size, device=dev, seed=cfg.seed,
-                                     channels_last=cuda and cfg.channels_last)
+                                     channels_last=cuda and cfg.channels_last, extra=self.extra_set,
+                                     extra_fraction=cfg.extra_fraction)
         loader.epoch = self.start_epoch
         autocast = torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=cuda and cfg.amp)
         started = time.perf_counter()
@@ -204,7 +207,7 @@ class Trainer:
                 t = epoch + i / len(loader)
                 lr = cfg.lr * lr_factor(t, cfg.epochs, cfg.schedule, cfg.lr_steps or (), cfg.warmup_epochs)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group.get("lr_scale", 1.0)
                 eps = cfg.eps * ramp(t, cfg.eps_warmup_epochs)
                 with autocast:
                     loss, metrics = self.method.loss(model, x, y, eps)
@@ -238,9 +241,3 @@ class Trainer:
                 "last_epoch": getattr(self, "last_record", None)})
         return final.eval()
 
-
-def _jsonable(v: object) -> object:
-    """Tuples and lists compare equal after a JSON round trip."""
-    if isinstance(v, (list, tuple)):
-        return [_jsonable(x) for x in v]
-    return v
