@@ -11,7 +11,7 @@ import torch
 
 from featgap import FeatgapError, data, runs
 from featgap.methods import METHODS, AttackSettings
-from featgap.methods.afa import AFA, ALF, AFATrades, FrozenEncoder, ProjectedModel
+from featgap.methods.afa import AFA, AFATrades, FrozenEncoder, ProjectedModel
 from featgap.methods.contrastive import afa_views_loss
 from featgap.models import create
 from featgap.train import TrainConfig, Trainer, fit, stage_dirs

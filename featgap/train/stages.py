@@ -29,15 +29,15 @@ from featgap.train.trainer import Callback, Trainer
 PRETRAIN_SUFFIX = "-pretrain"
 
 
-def stage_dirs(out: str | Path) -> tuple[Path, Path]:
-    """``(stage-1 run, stage-2 run)`` for ``--out``: ``OUT-pretrain`` and ``OUT``."""
+def stage_dirs(out: str | Path, pretrain_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """``(stage-1 run, stage-2 run)`` for ``--out``: ``OUT-pretrain`` (or ``pretrain_dir``) and ``OUT``."""
     out = Path(out)
-    return out.with_name(out.name + PRETRAIN_SUFFIX), out
+    return (Path(pretrain_dir) if pretrain_dir is not None else out.with_name(out.name + PRETRAIN_SUFFIX)), out
 
 
-def stage_links(config: TrainConfig, out: str | Path) -> dict:
+def stage_links(config: TrainConfig, out: str | Path, pretrain_dir: str | Path | None = None) -> dict:
     """The ``"stages"`` entry both runs record in config.json."""
-    pre, fine = stage_dirs(out)
+    pre, fine = stage_dirs(out, pretrain_dir)
     return {"pipeline": config.method,
             "stages": [{"stage": 1, "method": config.method, "run": str(pre)},
                        {"stage": 2, "method": config.finetune["method"], "run": str(fine)}]}
@@ -55,8 +55,11 @@ def _finished_same(run_dir: Path, config: TrainConfig) -> bool:
 
 
 def fit(config: TrainConfig, out: str | Path | None, callbacks: Sequence[Callback] = (),
-        verbose: bool = True) -> tuple[nn.Module, list[Trainer]]:
+        verbose: bool = True, pretrain_dir: str | Path | None = None) -> tuple[nn.Module, list[Trainer]]:
     """Train ``config`` (both stages for a pre-training method); return the final model and the trainers run.
+
+    ``pretrain_dir`` puts stage 1 somewhere other than ``OUT-pretrain``: two fine-tunings (ALF
+    and AFF) of one pre-training share it, the second reusing the finished stage 1.
 
     Stage 2 is checked before stage 1 starts as far as it can be without stage 1's weights
     (its settings, and that its run directory is free), so a bad command fails before anything
@@ -68,8 +71,8 @@ def fit(config: TrainConfig, out: str | Path | None, callbacks: Sequence[Callbac
         return trainer.fit(), [trainer]
     if out is None:
         raise FeatgapError(f"method {cfg.method} trains in two stages and needs --out")
-    pre_dir, fine_dir = stage_dirs(out)
-    links = stage_links(cfg, out)
+    pre_dir, fine_dir = stage_dirs(out, pretrain_dir)
+    links = stage_links(cfg, out, pretrain_dir)
     stage2 = cfg.finetune_config(init=str(pre_dir)).resolved()
     if (fine_dir / runs.SUMMARY).exists():
         raise FeatgapError(f"--out {fine_dir} holds a finished run; choose another --out or delete it")

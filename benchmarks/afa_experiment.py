@@ -1,0 +1,209 @@
+"""The AFA experiment on a CPU: CE, PGD-AT, TRADES, AFA+ALF, AFA+AFF and AFA+TRADES on mnist5k.
+
+    python benchmarks/afa_experiment.py --tune       # validation sweep, then 3 seeds; section "afa" of docs/results.md
+
+1. For each seed, train smallcnn on mnist5k with: standard training (CE), PGD-AT, TRADES (β 6),
+   AFA pre-training followed by ALF and by AFF (one pre-training shared by both), and the joint
+   AFA+TRADES. Every adversarial run uses ε = 0.3, PGD-10, ε ramped over the first 2 epochs.
+2. Evaluate each on the same stratified test subset: clean, PGD-20 and standard AutoAttack, the
+   clean-accuracy **drop vs the CE model of the same seed** (AFA's headline metric), and the
+   alignment measures of :mod:`featgap.probes.geometry` on the pooled features: class-centroid
+   misalignment (natural / PGD-20 features; centroids from 1,000 training images), alignment,
+   uniformity, kNN accuracy on adversarial features, and the local Lipschitz constant (L1 of the
+   feature change over L∞ of the input change, PGD-10 ascent).
+3. Write the ``afa`` section of ``docs/results.md`` (mean ± std over seeds; verdicts computed).
+
+``--tune`` first chooses AFA's two learning rates on a validation split carved from the training
+data (``val_fraction=0.2``, seed 0, PGD-10 accuracy of the fine-tuned model on the validation
+images): the pre-training lr (ALF at the preset's lr), then the ALF lr. The baselines and
+AFA+TRADES use the demo's PGD-AT settings (lr 0.05, 10 epochs), untuned. Finished runs and
+evaluations in ``--out`` are reused, so an interrupted experiment continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+os.environ.setdefault("FEATGAP_PROGRESS", "0")
+
+from featgap import data, runs  # noqa: E402
+from featgap.evaluate import evaluate  # noqa: E402
+from featgap.presets import preset  # noqa: E402
+from featgap.probes import adversarial_examples, geometry_table, local_lipschitz  # noqa: E402
+from featgap.train import TrainConfig, fit  # noqa: E402
+from results_file import mean_std, train_seconds, write_section  # noqa: E402
+
+MODELS = ("ce", "pgd_at", "trades", "afa_alf", "afa_aff", "afa_trades")
+LABELS = {"ce": "CE (standard)", "pgd_at": "PGD-AT", "trades": "TRADES", "afa_alf": "AFA + ALF",
+          "afa_aff": "AFA + AFF", "afa_trades": "AFA + TRADES"}
+BASE = {"dataset": "mnist5k", "model": "smallcnn", "epochs": 10, "batch_size": 128, "lr": 0.05, "monitor_n": 200}
+ADVERSARIAL = {"eps_warmup_epochs": 2.0, "attack_steps": 10}
+PAPER = ("AFA (paper, CIFAR-10 / CIFAR-100): clean accuracy only 1.86 / 8.91 points below a CE model, with robust "
+         "accuracy above earlier adversarial contrastive learning methods")
+
+
+QUICK = False
+"""``--quick``: one epoch per stage, to check the pipeline end to end (numbers meaningless)."""
+
+
+def configs(seed: int, afa_lr: float, alf_lr: float, **changes: object) -> dict[str, TrainConfig]:
+    if QUICK:
+        changes = {**changes, "epochs": 1}
+    afa = {**preset("mnist5k-smallcnn-afa"), "lr": afa_lr, "seed": seed, **changes}
+    stage2 = {**afa["finetune"], "lr": alf_lr, **({"epochs": 1} if QUICK else {})}
+    return {
+        "ce": TrainConfig(**{**BASE, "method": "standard", "seed": seed, **changes}),
+        "pgd_at": TrainConfig(**{**BASE, **ADVERSARIAL, "method": "pgd_at", "seed": seed, **changes}),
+        "trades": TrainConfig(**{**BASE, **ADVERSARIAL, "method": "trades", "seed": seed, **changes}),
+        "afa_alf": TrainConfig(**{**afa, "finetune": stage2}),
+        "afa_aff": TrainConfig(**{**afa, "finetune": {**stage2, "method": "aff"}}),
+        "afa_trades": TrainConfig(**{**BASE, **ADVERSARIAL, "method": "afa_trades", "seed": seed, **changes}),
+    }
+
+
+def train(cfg: TrainConfig, out: Path, pretrain: Path | None = None) -> None:
+    if (out / runs.SUMMARY).exists():
+        print(f"reusing {out}")
+        return
+    start = time.perf_counter()
+    fit(cfg, out, verbose=False, pretrain_dir=pretrain if cfg.method == "afa" else None)
+    print(f"trained {out} in {time.perf_counter() - start:.0f} s")
+
+
+def tune(out: Path, afa_lrs: list[float], alf_lrs: list[float]) -> tuple[float, float, str]:
+    """AFA pre-training lr (ALF at the preset's lr), then ALF lr; PGD-10 accuracy on the validation split."""
+    default_alf = preset("mnist5k-smallcnn-afa")["finetune"]["lr"]
+    lines = ["| stage | pre-training lr | ALF lr | val clean % | val PGD-10 % |", "| --- | --- | --- | --- | --- |"]
+
+    def score(afa_lr: float, alf_lr: float, stage: str) -> float:
+        run = out / "tune" / f"afa{afa_lr:g}-alf{alf_lr:g}"
+        cfg = configs(0, afa_lr, alf_lr, val_fraction=0.2)["afa_alf"]
+        train(cfg, run, pretrain=out / "tune" / f"afa{afa_lr:g}-pretrain")
+        last = runs.read_metrics(run)[-1]
+        lines.append(f"| {stage} | {afa_lr:g} | {alf_lr:g} | {last['monitor_clean_acc']:.1f} | "
+                     f"{last['monitor_pgd_acc']:.1f} |")
+        return last["monitor_pgd_acc"]
+
+    afa_scores = {lr: score(lr, default_alf, "pre-training") for lr in afa_lrs}
+    best_afa = max(afa_scores, key=afa_scores.__getitem__)
+    alf_scores = {lr: afa_scores[best_afa] if lr == default_alf else score(best_afa, lr, "ALF") for lr in alf_lrs}
+    best_alf = max(alf_scores, key=alf_scores.__getitem__)
+    return best_afa, best_alf, "\n".join(lines)
+
+
+def measure(run: Path, test: data.ImageSet, train_set: data.ImageSet, n: int) -> dict:
+    """Accuracy (clean / PGD-20 / AA) and the alignment measures at the pooled features, cached in the run."""
+    path = run / f"afa-eval-n{n}.json"
+    if path.exists():
+        return runs.read_json(path)
+    model = runs.load(run)
+    result = evaluate(model, test, n=n, seed=0).as_dict()
+    x, y = test.stratified_subset(n, 0).tensors()
+    x_adv = adversarial_examples(model, x, y, eps=test.info.eps, steps=20, seed=0)
+    reference = train_set.stratified_subset(1000, 0).tensors()
+    geometry = geometry_table(model, x, y, x_adv, layers="pool", reference=reference).rows()[0]
+    lipschitz = local_lipschitz(model, x, eps=test.info.eps, steps=10, seed=0)
+    record = {**result, **{k: float(v) for k, v in geometry.items() if k != "layer"},
+              "lipschitz": float(lipschitz.mean())}
+    runs.write_json(path, record)
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", default="runs/afa_experiment")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--n", type=int, default=500, help="stratified test images for every measurement")
+    parser.add_argument("--tune", action="store_true", help="choose AFA's learning rates on a validation split first")
+    parser.add_argument("--afa-lrs", type=float, nargs="+", default=[0.02, 0.05, 0.1])
+    parser.add_argument("--alf-lrs", type=float, nargs="+", default=[0.003, 0.01, 0.03])
+    parser.add_argument("--results", default="docs/results.md")
+    parser.add_argument("--quick", action="store_true", help="one epoch per stage: checks the pipeline only")
+    args = parser.parse_args()
+    global QUICK
+    QUICK = args.quick
+    out = Path(args.out)
+    afa_preset = preset("mnist5k-smallcnn-afa")
+    afa_lr, alf_lr, tuning = afa_preset["lr"], afa_preset["finetune"]["lr"], None
+    if args.tune:
+        afa_lr, alf_lr, tuning = tune(out, args.afa_lrs, args.alf_lrs)
+    test, train_set = data.load("mnist5k", "test"), data.load("mnist5k", "train")
+    rows: dict[str, list[dict]] = {m: [] for m in MODELS}
+    for seed in args.seeds:
+        for name, cfg in configs(seed, afa_lr, alf_lr).items():
+            run = out / f"{name}-s{seed}"
+            train(cfg, run, pretrain=out / f"afa-s{seed}-pretrain")
+            rows[name].append({"run": run, **measure(run, test, train_set, args.n)})
+    text = results_text(args, afa_lr, alf_lr, rows, tuning)
+    write_section(args.results, "afa", text)
+    print(text)
+
+
+def results_text(args: argparse.Namespace, afa_lr: float, alf_lr: float, rows: dict[str, list[dict]],
+                 tuning: str | None) -> str:
+    mean = statistics.mean
+    ce_clean = [r["clean"] for r in rows["ce"]]
+    drop = {m: [c - r["clean"] for c, r in zip(ce_clean, rows[m])] for m in MODELS}
+    col = {m: {k: [r[k] for r in rows[m]] for k in rows[m][0] if isinstance(rows[m][0][k], (int, float))}
+           for m in MODELS}
+    n = rows["ce"][0]["n"]
+    lines = [
+        "## AFA vs CE, PGD-AT and TRADES on mnist5k (CPU)", "",
+        f"Produced by `python benchmarks/afa_experiment.py{' --tune' if tuning else ''}` on 2 CPU cores (runs in "
+        f"`{args.out}/`), seeds {args.seeds}. Training seconds per run (mean): "
+        + ", ".join(f"{LABELS[m]} {statistics.mean(train_seconds(r['run']) for r in rows[m]):.0f}" for m in MODELS)
+        + " (AFA + ALF/AFF: stage 2 only; the shared pre-training: "
+        f"{statistics.mean(train_seconds(Path(args.out) / f'afa-s{s}-pretrain') for s in args.seeds):.0f})."
+        f" smallcnn, L∞ ε = 0.3, n = {n} stratified test images for every number. AFA: pre-training lr "
+        f"{afa_lr:g} ({preset('mnist5k-smallcnn-afa')['epochs']} epochs, τ 0.1, all anchors, contrastive PGD-10), then ALF or AFF at lr {alf_lr:g} "
+        f"({preset('mnist5k-smallcnn-afa')['finetune']['epochs']} epochs, PGD-10). Baselines and AFA+TRADES "
+        "(β 6, λ 1): 10 epochs, lr 0.05.", "",
+        "### Accuracy (%, mean ± std over seeds) and the clean-accuracy drop vs CE", "",
+        "| model | clean | PGD-20 | AutoAttack | clean drop vs CE (points) |", "| --- | --- | --- | --- | --- |"]
+    for m in MODELS:
+        c = col[m]
+        lines.append(f"| {LABELS[m]} | {mean_std(c['clean'])} | {mean_std(c['pgd'])} | {mean_std(c['autoattack'])} | "
+                     f"{'—' if m == 'ce' else mean_std(drop[m], 2)} |")
+    lines += ["", f"Paper: {PAPER}.", "",
+              "### Feature alignment at the pooled features (mean ± std over seeds)", "",
+              "misaligned = share of samples nearer to another class's centroid (centroids of 1,000 natural training "
+              "images); alignment = E‖f̂(x) − f̂(x′)‖² of unit features (lower: natural and PGD-20 features agree); "
+              "uniformity = log E exp(−2‖f̂ − f̂′‖²) (lower: more spread); kNN adv = 5-NN accuracy of PGD-20 "
+              "features; Lipschitz = mean max ‖f(x) − f(x′)‖₁ / ‖x − x′‖∞ in the ε-ball.", "",
+              "| model | misaligned nat % | misaligned adv % | alignment | uniformity (adv) | kNN adv % | Lipschitz |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for m in MODELS:
+        c = col[m]
+        pct = {k: [100 * v for v in c[k]] for k in ("misaligned_nat", "misaligned_adv", "knn_adv")}
+        lines.append(f"| {LABELS[m]} | {mean_std(pct['misaligned_nat'])} | {mean_std(pct['misaligned_adv'])} | "
+                     f"{mean_std(c['alignment'], 3)} | {mean_std(c['uniformity_adv'], 3)} | {mean_std(pct['knn_adv'])} | "
+                     f"{mean_std(c['lipschitz'], 1)} |")
+    verdicts = []
+    for afa in ("afa_alf", "afa_aff"):
+        for base in ("pgd_at", "trades"):
+            verdicts.append((f"{LABELS[afa]} loses less clean accuracy vs CE than {LABELS[base]}",
+                             mean(drop[afa]) < mean(drop[base])))
+            verdicts.append((f"{LABELS[afa]}'s AutoAttack accuracy is higher than {LABELS[base]}'s",
+                             mean(col[afa]["autoattack"]) > mean(col[base]["autoattack"])))
+        verdicts.append((f"{LABELS[afa]}'s clean drop vs CE is within the paper's 1.86 points", mean(drop[afa]) <= 1.86))
+        verdicts.append((f"{LABELS[afa]}'s adversarial features are less misaligned than PGD-AT's",
+                         mean(col[afa]["misaligned_adv"]) < mean(col["pgd_at"]["misaligned_adv"])))
+    verdicts.append(("AFA + TRADES's AutoAttack accuracy is higher than TRADES's",
+                     mean(col["afa_trades"]["autoattack"]) > mean(col["trades"]["autoattack"])))
+    lines += ["", "### Verdicts (computed from the numbers above)", ""]
+    lines += [f"- {text}: **{'yes' if ok else 'no'}**" for text, ok in verdicts]
+    if tuning:
+        lines += ["", "### Learning-rate choice on the validation split (seed 0, PGD-10 after the last ALF epoch)", "",
+                  tuning]
+    flagged = [f"{r['run'].name}: {c['name']}" for m in MODELS for r in rows[m] for c in r.get("checks", [])
+               if not c["ok"]]
+    lines += ["", "Sanity checks (EVALUATION.md) flagged: " + (", ".join(flagged) or "none")]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
