@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from featgap.errors import FeatgapError
+from featgap.demo import DEMO_N
 from featgap.methods.afa import AFA, AFATrades
 from featgap.presets import AFD_CIFAR10_WEIGHTS, PRESETS, preset
 from featgap.train.config import FINETUNE_METHODS
@@ -187,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "fine-tune the standard model with vAFT and AFD, evaluate all four (clean, PGD-20, "
                        "AutoAttack) and print their feature gap and AFD's component norms.")
     m.add_argument("--out", default="runs/demo", help="folder for the demo's runs (default runs/demo)")
-    m.add_argument("--n", type=int, default=500, help="test images to evaluate on (stratified; default 500)")
+    m.add_argument("--n", type=int, default=DEMO_N, help=f"test images to evaluate on (stratified; default {DEMO_N}; "
+                   "AutoAttack's time grows with it)")
     m.add_argument("--device", default="auto")
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--fresh", action="store_true", help="retrain even if finished demo runs exist")

@@ -27,6 +27,9 @@ from featgap.evaluate import EvalResult, evaluate
 from featgap.presets import preset
 from featgap.train import TrainConfig, Trainer, resolve_device
 
+DEMO_N = 200
+"""Test images the demo evaluates on. AutoAttack's cost grows with n — about 0.28 s per image on a
+robust smallcnn on 2 cores — and three robust models must fit the 5-minute budget."""
 FINE_TUNE_EPOCHS = 4
 """vAFT and AFD fine-tune for this many epochs in the demo (the presets use 10)."""
 
@@ -97,7 +100,7 @@ def format_components(run_dir: Path, test: data.ImageSet, n: int, seed: int, dev
     return "\n".join(lines)
 
 
-def run_demo(out: str | Path = "runs/demo", n: int = 500, device: str = "auto", seed: int = 0,
+def run_demo(out: str | Path = "runs/demo", n: int = DEMO_N, device: str = "auto", seed: int = 0,
              fresh: bool = False) -> dict[str, EvalResult]:
     """Train, evaluate and print; returns the evaluation results by run name."""
     from featgap.errors import FeatgapError

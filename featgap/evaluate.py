@@ -206,6 +206,11 @@ def evaluate(model: nn.Module, data: ImageSet, *, eps: float | None = None, norm
     return result
 
 
+def _rel(a: float, b: float) -> str:
+    """The relation that holds between ``a`` and ``b``, for a check's detail text."""
+    return "≥" if a >= b else "<"
+
+
 def _sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, r: EvalResult, clean_mask: torch.Tensor,
                    *, eps: float, norm: str, batch_size: int, aa_warnings: list[str]) -> list[Check]:
     """The checks of EVALUATION.md, each computed, none assumed."""
@@ -216,13 +221,13 @@ def _sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, r: EvalRe
     half = _percent(_pgd_mask(model, x, y, eps=eps / 2, steps=r.pgd_steps, norm=norm, batch_size=batch_size,
                          desc="check ε/2"))
     checks.append(Check("robust accuracy does not rise with ε", half >= r.pgd,
-                        f"PGD at ε/2: {half:.2f} ≥ PGD at ε: {r.pgd:.2f}"))
+                        f"PGD at ε/2: {half:.2f} {_rel(half, r.pgd)} PGD at ε: {r.pgd:.2f}"))
     few = _percent(_pgd_mask(model, x, y, eps=eps, steps=5, norm=norm, batch_size=batch_size, desc="check PGD-5"))
     checks.append(Check("more PGD steps do not help the model", few >= r.pgd,
-                        f"PGD-5: {few:.2f} ≥ PGD-{r.pgd_steps}: {r.pgd:.2f}"))
-    checks.append(Check("clean ≥ PGD", r.clean >= r.pgd, f"{r.clean:.2f} ≥ {r.pgd:.2f}"))
+                        f"PGD-5: {few:.2f} {_rel(few, r.pgd)} PGD-{r.pgd_steps}: {r.pgd:.2f}"))
+    checks.append(Check("clean ≥ PGD", r.clean >= r.pgd, f"{r.clean:.2f} {_rel(r.clean, r.pgd)} {r.pgd:.2f}"))
     if r.autoattack is not None:
-        checks.append(Check("AutoAttack ≤ PGD", r.autoattack <= r.pgd, f"AA {r.autoattack:.2f} ≤ PGD {r.pgd:.2f}"))
+        checks.append(Check("AutoAttack ≤ PGD", r.autoattack <= r.pgd, f"PGD {r.pgd:.2f} {_rel(r.pgd, r.autoattack)} AA {r.autoattack:.2f}"))
         gap = r.pgd - r.autoattack
         checks.append(Check("PGD − AA gap ≤ 10 points (else possible gradient masking)", gap <= 10.0,
                             f"gap {gap:.2f}"))
