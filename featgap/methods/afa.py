@@ -121,7 +121,19 @@ class _ContrastiveTerm:
         return loss, h_nat
 
 
-class AFA(Method):
+class _WithProjection(Method):
+    """What ``afa`` and ``afa_trades`` share: a :class:`ProjectedModel` and the contrastive term."""
+
+    def __init__(self, attack: AttackSettings, **options: object) -> None:
+        super().__init__(attack, **options)
+        o = self.options
+        self.term = _ContrastiveTerm(attack, float(o["temperature"]), str(o["anchors"]), str(o["attack_objective"]))
+
+    def start(self, model: nn.Module) -> ProjectedModel:
+        return ProjectedModel(model, int(self.options["proj_dim"]))
+
+
+class AFA(_WithProjection):
     """Stage 1: adversarial supervised-contrastive pre-training of the encoder (+ online probe)."""
 
     name = "afa"
@@ -132,15 +144,9 @@ class AFA(Method):
 
     def __init__(self, attack: AttackSettings, **options: object) -> None:
         super().__init__(attack, **options)
-        o = self.options
-        if o["attack_objective"] == "ce" and not o["online_probe"]:
+        if self.options["attack_objective"] == "ce" and not self.options["online_probe"]:
             raise FeatgapError("method afa: attack_objective 'ce' attacks through the linear head, which only the "
                                "online probe trains; keep online_probe on")
-        self.term = _ContrastiveTerm(attack, float(o["temperature"]), str(o["anchors"]), str(o["attack_objective"]))
-
-    def start(self, model: nn.Module) -> ProjectedModel:
-        return ProjectedModel(model, int(self.options["proj_dim"]))
-
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -165,7 +171,6 @@ class ALF(PGDAT):
         return FrozenEncoder(model)
 
 
-
 class AFF(PGDAT):
     """Stage 2, adversarial full fine-tuning: PGD-AT of encoder and head from the AFA weights."""
 
@@ -173,7 +178,7 @@ class AFF(PGDAT):
     needs_init = True
 
 
-class AFATrades(Method):
+class AFATrades(_WithProjection):
     """One stage: TRADES(β) on encoder + linear head + λ · the AFA contrastive min–max term."""
 
     name = "afa_trades"
@@ -183,14 +188,8 @@ class AFATrades(Method):
 
     def __init__(self, attack: AttackSettings, beta: float = 6.0, **options: object) -> None:
         super().__init__(attack, **options)
-        o = self.options
-        self.lam = float(o["lam"])
+        self.lam = float(self.options["lam"])
         self.trades = TRADES(attack, beta=beta)
-        self.term = _ContrastiveTerm(attack, float(o["temperature"]), str(o["anchors"]), str(o["attack_objective"]))
-
-    def start(self, model: nn.Module) -> ProjectedModel:
-        return ProjectedModel(model, int(self.options["proj_dim"]))
-
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -108,7 +108,6 @@ class AFD(Method):
 
     name = "afd"
     needs_init = True
-
     defaults = {"alpha": 0.05, "beta": 0.25, "gamma": 25.0}
     """The paper's CIFAR-10 weights (α confused, β elimination, γ teacher alignment)."""
 
@@ -121,7 +120,6 @@ class AFD(Method):
         """Freeze a copy of the natural model as the teacher; return the student to train."""
         self.teacher = copy.deepcopy(model).eval().requires_grad_(False)
         return AFDStudent(model)
-
 
     def to(self, device: torch.device) -> None:
         if self.teacher is not None:
