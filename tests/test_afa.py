@@ -149,6 +149,11 @@ def test_afa_trains_two_linked_stages_and_reuses_a_finished_stage_one(tmp_path, 
     shutil.rmtree(fine)
     _, trainers = fit(cfg, out)
     assert len(trainers) == 1 and "reusing the finished run" in capsys.readouterr().out
+    # ... also for another fine-tuning (stage 1 does not depend on it) ...
+    shutil.rmtree(fine)
+    other = TrainConfig(**{**cfg.as_dict(), "finetune": {"method": "alf", "epochs": 1}})
+    _, trainers = fit(other, out)
+    assert len(trainers) == 1 and runs.read_config(fine)["config"]["method"] == "alf"
     # ... but not one trained with other settings
     shutil.rmtree(fine)
     with pytest.raises(FeatgapError, match="finished run with other settings"):

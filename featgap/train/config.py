@@ -180,13 +180,15 @@ class TrainConfig:
 
 
 def differing_settings(recorded: dict, config: TrainConfig) -> list[str]:
-    """Fields where a run's recorded ``config`` differs from ``config`` (device and download aside).
+    """Fields where a run's recorded ``config`` differs from ``config``, among those that change training.
 
-    Fields added to :class:`TrainConfig` after the run was written count as their defaults.
+    ``device`` and ``download`` do not change the result, and ``finetune`` only names the stage
+    that follows (one pre-training may serve several fine-tunings). Fields added to
+    :class:`TrainConfig` after the run was written count as their defaults.
     """
     old = {**TrainConfig().as_dict(), **recorded}
     return [k for k, v in config.as_dict().items()
-            if k not in ("device", "download") and _jsonable(old.get(k)) != _jsonable(v)]
+            if k not in ("device", "download", "finetune") and _jsonable(old.get(k)) != _jsonable(v)]
 
 
 def _jsonable(v: object) -> object:
