@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from featgap import data
-from featgap.attacks import cross_entropy, default_step_size, fgsm, pgd, trades_kl
+from featgap.attacks import cross_entropy, default_step_size, fgsm, margin, pgd, trades_kl
 from featgap.models import create
 from conftest import ModeRecorder
 
@@ -393,6 +393,69 @@ def test_restarts_keep_the_higher_objective_among_fooling_runs():
     # fooling ⇔ higher pixel sum, and the objective grows with it: the best run is the top sum
     expected = runs[sums.argmax(0), torch.arange(64)]
     assert torch.equal(best, expected)
+
+
+# ----------------------------------------------------------------------------- saturated logits
+
+def saturated(model: nn.Module, scale: float = 1e4) -> nn.Module:
+    """A copy of a featgap model with its linear head scaled: the same predictions, but a softmax
+    saturated to exactly one-hot in float32 (what AFA's large encoder features can cause)."""
+    import copy
+
+    out = copy.deepcopy(model)
+    with torch.no_grad():
+        out.head.weight.mul_(scale)
+        out.head.bias.mul_(scale)
+    return out
+
+
+def test_margin_is_positive_exactly_when_misclassified():
+    torch.manual_seed(0)
+    model = small_net().eval()
+    x, y = batch(32)
+    with torch.no_grad():
+        logits = model(x).double()
+        value = margin(model, x, y)
+    other = logits.clone()
+    other[torch.arange(32), y] = -float("inf")
+    expected = other.max(1).values - logits[torch.arange(32), y]  # independent, in float64
+    torch.testing.assert_close(value.double(), expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(value > 0, logits.argmax(1) != y)
+
+
+def test_cross_entropy_pgd_is_masked_by_saturated_logits_and_margin_pgd_is_not(trained):
+    """Scaling the logits changes no prediction, so a robust-accuracy measure must not change.
+    CE-PGD's does (zero gradients: it stands still); the margin attack's does not."""
+    model, x, y = trained
+    x, y = x[:100], y[:100]
+    strong = saturated(model)
+    x.requires_grad_(True)
+    (grad,) = torch.autograd.grad(cross_entropy(strong, x, y).sum(), x)
+    x = x.detach()
+    assert (grad.flatten(1).abs().sum(1) == 0).float().mean() > 0.5  # most samples: exactly zero gradient
+    fooled = {}
+    for name, m in (("plain", model), ("saturated", strong)):
+        for objective in (cross_entropy, margin):
+            torch.manual_seed(2)
+            fooled[name, objective.__name__] = _fooled(model, pgd(m, x, y, eps=0.15, steps=10, objective=objective),
+                                                       y).float().mean().item()
+    assert fooled["plain", "cross_entropy"] > 0.5 and fooled["plain", "margin"] > 0.5  # both attacks work
+    assert fooled["saturated", "cross_entropy"] < fooled["plain", "cross_entropy"] - 0.3  # masked
+    assert abs(fooled["saturated", "margin"] - fooled["plain", "margin"]) <= 0.03  # not fooled by the scale
+
+
+def test_epoch_monitor_counts_the_margin_attack(trained):
+    """The trainer's monitor reports the CE-only number and the worst of CE and margin PGD."""
+    from featgap.train.monitor import EpochMonitor
+
+    model = trained[0]
+    held = data.load("mnist5k", "train").split_off(0.05, seed=1)[1]
+    monitor = EpochMonitor(held, n=100, eps=0.15, steps=10, norm="linf", device=torch.device("cpu"))
+    plain, masked = monitor(model, epoch=0), monitor(saturated(model), epoch=0)
+    assert plain["monitor_pgd_acc"] <= plain["monitor_pgd_ce_acc"] <= plain["monitor_clean_acc"]
+    assert masked["monitor_clean_acc"] == plain["monitor_clean_acc"]
+    assert masked["monitor_pgd_ce_acc"] > masked["monitor_pgd_acc"] + 30  # the masking shows as a gap
+    assert abs(masked["monitor_pgd_acc"] - plain["monitor_pgd_acc"]) <= 5
 
 
 # ----------------------------------------------------------------------------- objectives, misc

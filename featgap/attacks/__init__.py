@@ -2,13 +2,13 @@
 
 * :func:`pgd` — projected gradient descent, L∞ or L2, random start, restarts.
 * :func:`fgsm` — one signed-gradient step.
-* objectives: :func:`cross_entropy`, :func:`trades_kl`.
+* objectives: :func:`cross_entropy`, :func:`margin`, :func:`trades_kl`.
 
 AutoAttack (the reference implementation, package ``pyautoattack``) is used through
 :func:`featgap.evaluate.evaluate`.
 """
 
-from featgap.attacks.objectives import Objective, cross_entropy, trades_kl
+from featgap.attacks.objectives import Objective, cross_entropy, margin, trades_kl
 from featgap.attacks.pgd import NORMS, default_step_size, eval_mode, fgsm, pgd
 
-__all__ = ["NORMS", "Objective", "cross_entropy", "default_step_size", "eval_mode", "fgsm", "pgd", "trades_kl"]
+__all__ = ["NORMS", "Objective", "cross_entropy", "default_step_size", "eval_mode", "fgsm", "margin", "pgd", "trades_kl"]

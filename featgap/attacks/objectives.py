@@ -6,6 +6,10 @@ from the attack lets one PGD implementation serve every method:
 * :func:`cross_entropy` — the classic untargeted attack (PGD-AT, evaluation, AFD).
 * :func:`trades_kl` — TRADES' inner maximisation: KL divergence between the model's
   predictions on the natural input (fixed) and on the adversarial one.
+* :func:`margin` — the Carlini–Wagner margin ``max_{j≠y} z_j − z_y`` on the logits. Unlike
+  cross-entropy it never saturates: when a model's logits are huge, softmax rounds to exactly
+  one-hot in float32 and the CE gradient is exactly zero (PGD then cannot move — gradient
+  masking), while the margin's gradient is still the difference of two logit gradients.
 
 Per-sample values (not a mean) let restarts keep, for each sample, the strongest example.
 """
@@ -40,3 +44,11 @@ def trades_kl(natural_logits: torch.Tensor) -> Objective:
         return F.kl_div(log_p_adv, p_nat, reduction="none").sum(dim=1)
 
     return kl
+
+
+def margin(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Carlini–Wagner margin ``max_{j≠y} z_j − z_y``: positive exactly when the input is misclassified."""
+    logits = model(x_adv).float()
+    true = logits.gather(1, y[:, None]).squeeze(1)
+    others = logits.scatter(1, y[:, None], float("-inf"))
+    return others.amax(dim=1) - true

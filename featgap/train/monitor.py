@@ -5,7 +5,15 @@
 split) with PGD and records::
 
     monitor_clean_acc, monitor_pgd_acc          accuracies in percent
+    monitor_pgd_ce_acc                          PGD accuracy with the cross-entropy objective alone
     gap_l2, gap_linf, gap_cosine, gap_rel_l2    mean per-sample feature gap (see probes)
+
+``monitor_pgd_acc`` counts an image as robust only if it survives **two** PGD attacks, one
+maximising cross-entropy and one the logit margin (:func:`featgap.attacks.margin`). CE alone can
+be fooled by a model whose logits are so large that softmax saturates and the CE gradient is
+exactly zero: PGD then stands still and the model looks robust. The margin attack has no such
+blind spot, so a gap between ``monitor_pgd_ce_acc`` and ``monitor_pgd_acc`` is a sign of
+gradient masking. (Learning rates chosen on ``monitor_pgd_acc`` are not rewarded for masking.)
 
 so ``metrics.jsonl`` traces how the feature gap opens or closes during training.
 """
@@ -15,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from featgap.attacks import eval_mode, pgd
+from featgap.attacks import cross_entropy, eval_mode, margin, pgd
 from featgap.data import ImageSet
 from featgap.probes import feature_gap
 
@@ -34,7 +42,7 @@ class EpochMonitor:
     def __call__(self, model: nn.Module, epoch: int) -> dict[str, float]:
         if len(self.y) == 0:
             return {}
-        clean_hits = pgd_hits = 0
+        clean_hits = pgd_hits = ce_hits = 0
         gaps: dict[str, list[torch.Tensor]] = {}
         cuda = [self.x.device] if self.x.device.type == "cuda" else []
         # Own RNG stream: the same attack noise for the same epoch, and the trainer's stream
@@ -43,14 +51,22 @@ class EpochMonitor:
             torch.manual_seed(self.seed + epoch)
             for i in range(0, len(self.y), self.batch_size):
                 x, y = self.x[i:i + self.batch_size], self.y[i:i + self.batch_size]
-                x_adv = pgd(model, x, y, eps=self.eps, steps=self.steps, norm=self.norm)
+                attack = {"eps": self.eps, "steps": self.steps, "norm": self.norm}
+                x_ce = pgd(model, x, y, objective=cross_entropy, **attack)
+                x_margin = pgd(model, x, y, objective=margin, **attack)
                 with torch.no_grad():
                     clean_hits += (model(x).argmax(1) == y).sum().item()
-                    pgd_hits += (model(x_adv).argmax(1) == y).sum().item()
+                    ce_ok, margin_ok = model(x_ce).argmax(1) == y, model(x_margin).argmax(1) == y
+                ce_hits += ce_ok.sum().item()
+                pgd_hits += (ce_ok & margin_ok).sum().item()
+                # the gap is measured at the example that fools the model (CE's when both or neither do)
+                use_margin = (ce_ok & ~margin_ok).view(-1, *([1] * (x.ndim - 1)))
+                x_adv = torch.where(use_margin, x_margin, x_ce)
                 for k, v in feature_gap(model, x, x_adv).items():
                     gaps.setdefault(k, []).append(v)
         n = len(self.y)
         out = {"monitor_split": self.split, "monitor_n": n,
-               "monitor_clean_acc": 100.0 * clean_hits / n, "monitor_pgd_acc": 100.0 * pgd_hits / n}
+               "monitor_clean_acc": 100.0 * clean_hits / n, "monitor_pgd_acc": 100.0 * pgd_hits / n,
+               "monitor_pgd_ce_acc": 100.0 * ce_hits / n}
         out.update({f"gap_{k}": torch.cat(v).mean().item() for k, v in gaps.items()})
         return out
