@@ -8,7 +8,9 @@ The protocol (``../shared/specs/EVALUATION.md``):
   attack run on the points that survived the previous ones;
 * ``robust`` = the pointwise worst case over PGD-20 and AutoAttack;
 * ``avg`` = (clean + PGD + AA) / 3, as in the AFD paper;
-* every result carries sanity checks that flag broken evaluations or gradient masking.
+* every result carries sanity checks that flag broken evaluations or gradient masking. Beyond
+  EVALUATION.md's list, PGD is rerun on the logit margin (:func:`featgap.attacks.margin`): a
+  model whose softmax saturates has exactly zero CE gradients and fools CE-PGD, not the margin.
 
 Usage::
 
@@ -25,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from featgap.attacks import eval_mode, pgd
+from featgap.attacks import Objective, cross_entropy, eval_mode, margin, pgd
 from featgap.data import ImageSet
 from featgap.probes import feature_gap
 from featgap.progress import progress
@@ -59,6 +61,8 @@ class EvalResult:
     feature_gap: dict[str, float] = field(default_factory=dict)
     """Mean per-sample gap between features of natural inputs and their PGD examples."""
     checks: list[Check] = field(default_factory=list)
+    pgd_margin: float | None = None
+    """PGD accuracy with the logit-margin objective (same steps), computed with the sanity checks."""
     seconds: float = 0.0
 
     @property
@@ -98,12 +102,13 @@ def _accuracy_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
 
 
 def _pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int, norm: str,
-                batch_size: int, desc: str, step_size: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                batch_size: int, desc: str, step_size: float | None = None,
+                objective: Objective = cross_entropy) -> tuple[torch.Tensor, torch.Tensor]:
     """PGD examples and per-sample 'still correct after PGD' flags."""
     advs, ok = [], []
     for i in progress(range(0, len(x), batch_size), desc=desc, leave=False):
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-        x_adv = pgd(model, xb, yb, eps=eps, steps=steps, norm=norm, step_size=step_size)
+        x_adv = pgd(model, xb, yb, eps=eps, steps=steps, norm=norm, step_size=step_size, objective=objective)
         advs.append(x_adv)
         ok.append(_accuracy_mask(model, x_adv, yb, batch_size))
     return torch.cat(advs), torch.cat(ok)
@@ -176,7 +181,8 @@ def evaluate(model: nn.Module, data: ImageSet, *, eps: float | None = None, norm
             when ``None``. The same images are used for every number in the result.
         pgd_steps, pgd_step_size: PGD settings (default step 2.5·ε/steps).
         autoattack: run standard AutoAttack (the slow part: ~20–40× one PGD-10 pass).
-        sanity_checks: also run the cheap checks of EVALUATION.md (ε=0, ε/2, PGD-5).
+        sanity_checks: also run the cheap checks of EVALUATION.md (ε=0, ε/2, PGD-5) and the
+            margin-PGD check (fills ``pgd_margin``).
     """
     start = time.perf_counter()
     eps = data.info.eps if eps is None else eps
@@ -206,6 +212,9 @@ def evaluate(model: nn.Module, data: ImageSet, *, eps: float | None = None, norm
     return result
 
 
+MARGIN_CHECK = "PGD on the logit margin is within 5 points of CE-PGD (else CE gradients are masked)"
+
+
 def _rel(a: float, b: float) -> str:
     """The relation that holds between ``a`` and ``b``, for a check's detail text."""
     return "≥" if a >= b else "<"
@@ -226,6 +235,10 @@ def _sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, r: EvalRe
     checks.append(Check("more PGD steps do not help the model", few >= r.pgd,
                         f"PGD-5: {few:.2f} {_rel(few, r.pgd)} PGD-{r.pgd_steps}: {r.pgd:.2f}"))
     checks.append(Check("clean ≥ PGD", r.clean >= r.pgd, f"{r.clean:.2f} {_rel(r.clean, r.pgd)} {r.pgd:.2f}"))
+    r.pgd_margin = _percent(_pgd_mask(model, x, y, eps=eps, steps=r.pgd_steps, norm=norm, batch_size=batch_size,
+                                      desc="check margin PGD", objective=margin))
+    checks.append(Check(MARGIN_CHECK, r.pgd - r.pgd_margin <= 5.0,
+                        f"PGD-{r.pgd_steps} on the margin: {r.pgd_margin:.2f}, on CE: {r.pgd:.2f}"))
     if r.autoattack is not None:
         checks.append(Check("AutoAttack ≤ PGD", r.autoattack <= r.pgd, f"PGD {r.pgd:.2f} {_rel(r.pgd, r.autoattack)} AA {r.autoattack:.2f}"))
         gap = r.pgd - r.autoattack

@@ -18,7 +18,8 @@ EPS = 0.1  # below mnist5k's 0.3, so that a briefly trained model keeps some rob
 # Square (so every attack runs), and the test takes ~10-20 s on a loaded 2-core CPU.
 AA_EPS = 0.15
 BASE_CHECKS = ("accuracy at ε=0 equals clean", "robust accuracy does not rise with ε",
-               "more PGD steps do not help the model", "clean ≥ PGD")
+               "more PGD steps do not help the model", "clean ≥ PGD",
+               "PGD on the logit margin is within 5 points of CE-PGD (else CE gradients are masked)")
 AA_CHECKS = ("AutoAttack ≤ PGD", "PGD − AA gap ≤ 10 points (else possible gradient masking)",
              "black-box Square finds nothing the white-box attacks missed")
 
@@ -190,6 +191,25 @@ def test_broken_model_raises_the_monotonicity_flag(test_set):
     assert by_name["accuracy at ε=0 equals clean"].ok and by_name["clean ≥ PGD"].ok
     assert "[FLAG] robust accuracy does not rise with ε" in r.report()
     assert r.feature_gap == {}  # no .features: no feature gap
+
+
+def test_margin_check_flags_a_saturated_softmax(models, results, test_set):
+    """Scaling the head by 10⁴ changes no prediction but zeroes CE's gradients: CE-PGD is fooled,
+    the margin attack is not, and the check says so."""
+    import copy
+
+    strong = copy.deepcopy(models["trained"])
+    with torch.no_grad():
+        strong.head.weight.mul_(1e4)
+        strong.head.bias.mul_(1e4)
+    plain = results["trained"]
+    masked = evaluate(strong, test_set, eps=EPS, n=N, pgd_steps=10, autoattack=False, seed=0)
+    assert masked.clean == plain.clean
+    assert masked.pgd >= plain.pgd + 10.0  # CE-PGD overstates robustness
+    assert abs(masked.pgd_margin - plain.pgd_margin) <= 5.0 and masked.pgd_margin <= plain.pgd + 5.0
+    by_name = {c.name: c for c in plain.checks}
+    assert by_name[BASE_CHECKS[-1]].ok and plain.pgd_margin is not None
+    assert [c.name for c in masked.flags] == [BASE_CHECKS[-1]]
 
 
 # ----------------------------------------------------------------------------- with AutoAttack
