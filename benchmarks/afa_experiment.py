@@ -39,6 +39,7 @@ from featgap.evaluate import evaluate  # noqa: E402
 from featgap.presets import preset  # noqa: E402
 from featgap.probes import adversarial_examples, geometry_table, local_lipschitz  # noqa: E402
 from featgap.train import TrainConfig, fit  # noqa: E402
+from featgap.train.config import differing_settings  # noqa: E402
 from featgap.train.monitor import EpochMonitor  # noqa: E402
 from results_file import mean_std, train_seconds, write_section  # noqa: E402
 
@@ -55,27 +56,36 @@ TUNE_ALF_LR = 0.01
 """The ALF lr while the pre-training lr is chosen (fixed here, so that a rerun reuses the sweep's runs
 whatever the preset now says; the preset holds the values this sweep chose)."""
 
+AFF_LR = 0.003
+"""AFF's lr without ``--tune``: the value ``--tune`` chose (docs/results.md)."""
+
 QUICK = False
 """``--quick``: one epoch per stage, to check the pipeline end to end (numbers meaningless)."""
 
 
-def configs(seed: int, afa_lr: float, alf_lr: float, **changes: object) -> dict[str, TrainConfig]:
+def configs(seed: int, lrs: dict[str, float], **changes: object) -> dict[str, TrainConfig]:
+    """The six runs of one seed; ``lrs`` holds the learning rates of ``afa`` (pre-training), ``alf`` and ``aff``."""
     if QUICK:
         changes = {**changes, "epochs": 1}
-    afa = {**preset("mnist5k-smallcnn-afa"), "lr": afa_lr, "seed": seed, **changes}
-    stage2 = {**afa["finetune"], "lr": alf_lr, **({"epochs": 1} if QUICK else {})}
+    afa = {**preset("mnist5k-smallcnn-afa"), "lr": lrs["afa"], "seed": seed, **changes}
+    stage2 = {**afa["finetune"], **({"epochs": 1} if QUICK else {})}
     return {
         "ce": TrainConfig(**{**BASE, "method": "standard", "seed": seed, **changes}),
         "pgd_at": TrainConfig(**{**BASE, **ADVERSARIAL, "method": "pgd_at", "seed": seed, **changes}),
         "trades": TrainConfig(**{**BASE, **ADVERSARIAL, "method": "trades", "seed": seed, **changes}),
-        "afa_alf": TrainConfig(**{**afa, "finetune": stage2}),
-        "afa_aff": TrainConfig(**{**afa, "finetune": {**stage2, "method": "aff"}}),
+        "afa_alf": TrainConfig(**{**afa, "finetune": {**stage2, "method": "alf", "lr": lrs["alf"]}}),
+        "afa_aff": TrainConfig(**{**afa, "finetune": {**stage2, "method": "aff", "lr": lrs["aff"]}}),
         "afa_trades": TrainConfig(**{**BASE, **ADVERSARIAL, "method": "afa_trades", "seed": seed, **changes}),
     }
 
 
 def train(cfg: TrainConfig, out: Path, pretrain: Path | None = None) -> None:
+    """Train ``cfg`` into ``out`` unless a finished run of the same settings is there already."""
     if (out / runs.SUMMARY).exists():
+        expected = cfg.resolved().finetune_config(init=str(pretrain)) if cfg.method == "afa" else cfg
+        differ = differing_settings(runs.read_config(out)["config"], expected.resolved())
+        if differ:
+            raise SystemExit(f"{out} holds a finished run with other settings ({', '.join(differ)}); delete it")
         print(f"reusing {out}")
         return
     start = time.perf_counter()
@@ -83,32 +93,36 @@ def train(cfg: TrainConfig, out: Path, pretrain: Path | None = None) -> None:
     print(f"trained {out} in {time.perf_counter() - start:.0f} s")
 
 
-def tune(out: Path, afa_lrs: list[float], alf_lrs: list[float]) -> tuple[float, float, str]:
-    """AFA pre-training lr (ALF at the preset's lr), then ALF lr, by robust accuracy on the validation split.
+def tune(out: Path, afa_lrs: list[float], alf_lrs: list[float], aff_lrs: list[float]) -> tuple[dict[str, float], str]:
+    """AFA pre-training lr (with ALF at TUNE_ALF_LR), then, on the chosen pre-training, the ALF lr and
+    the AFF lr, each by robust accuracy of the fine-tuned model on the validation split.
 
     The score is the accuracy under PGD-10 with both the CE and the margin objective
     (:class:`~featgap.train.monitor.EpochMonitor`): AFA's encoders can learn features so large that
     the ALF head's softmax saturates, the CE gradient vanishes and CE-only PGD reports robustness
     that AutoAttack then takes away. Scoring on CE alone would pick exactly those runs.
     """
-    default_alf = TUNE_ALF_LR
-    lines = ["| stage | pre-training lr | ALF lr | val clean % | val PGD-10 (CE) % | val PGD-10 (CE and margin) % |",
-             "| --- | --- | --- | --- | --- | --- |"]
+    lines = ["| stage | pre-training lr | fine-tuning | lr | val clean % | val PGD-10 (CE) % | "
+             "val PGD-10 (CE and margin) % |", "| --- | --- | --- | --- | --- | --- | --- |"]
 
-    def score(afa_lr: float, alf_lr: float, stage: str) -> float:
-        run = out / "tune" / f"afa{afa_lr:g}-alf{alf_lr:g}"
-        cfg = configs(0, afa_lr, alf_lr, val_fraction=0.2)["afa_alf"]
+    def score(afa_lr: float, stage2: str, lr: float, stage: str) -> float:
+        run = out / "tune" / f"afa{afa_lr:g}-{stage2}{lr:g}"
+        lrs = {"afa": afa_lr, "alf": lr, "aff": lr}
+        cfg = configs(0, lrs, val_fraction=0.2)[f"afa_{stage2}"]
         train(cfg, run, pretrain=out / "tune" / f"afa{afa_lr:g}-pretrain")
         val = validation_score(run, cfg)
-        lines.append(f"| {stage} | {afa_lr:g} | {alf_lr:g} | {val['monitor_clean_acc']:.1f} | "
+        lines.append(f"| {stage} | {afa_lr:g} | {stage2.upper()} | {lr:g} | {val['monitor_clean_acc']:.1f} | "
                      f"{val['monitor_pgd_ce_acc']:.1f} | {val['monitor_pgd_acc']:.1f} |")
         return val["monitor_pgd_acc"]
 
-    afa_scores = {lr: score(lr, default_alf, "pre-training") for lr in afa_lrs}
-    best_afa = max(afa_scores, key=afa_scores.__getitem__)
-    alf_scores = {lr: afa_scores[best_afa] if lr == default_alf else score(best_afa, lr, "ALF") for lr in alf_lrs}
-    best_alf = max(alf_scores, key=alf_scores.__getitem__)
-    return best_afa, best_alf, "\n".join(lines)
+    afa_scores = {lr: score(lr, "alf", TUNE_ALF_LR, "pre-training") for lr in afa_lrs}
+    best = {"afa": max(afa_scores, key=afa_scores.__getitem__)}
+    alf_scores = {lr: afa_scores[best["afa"]] if lr == TUNE_ALF_LR else score(best["afa"], "alf", lr, "ALF")
+                  for lr in alf_lrs}
+    best["alf"] = max(alf_scores, key=alf_scores.__getitem__)
+    aff_scores = {lr: score(best["afa"], "aff", lr, "AFF") for lr in aff_lrs}
+    best["aff"] = max(aff_scores, key=aff_scores.__getitem__)
+    return best, "\n".join(lines)
 
 
 def validation_score(run: Path, cfg: TrainConfig, n: int = 200) -> dict:
@@ -165,6 +179,7 @@ def main() -> None:
     parser.add_argument("--tune", action="store_true", help="choose AFA's learning rates on a validation split first")
     parser.add_argument("--afa-lrs", type=float, nargs="+", default=[0.02, 0.05, 0.1])
     parser.add_argument("--alf-lrs", type=float, nargs="+", default=[0.003, 0.01, 0.03])
+    parser.add_argument("--aff-lrs", type=float, nargs="+", default=[0.001, 0.003, 0.01, 0.03])
     parser.add_argument("--results", default="docs/results.md")
     parser.add_argument("--quick", action="store_true", help="one epoch per stage: checks the pipeline only")
     args = parser.parse_args()
@@ -172,23 +187,23 @@ def main() -> None:
     QUICK = args.quick
     out = Path(args.out)
     afa_preset = preset("mnist5k-smallcnn-afa")
-    afa_lr, alf_lr, tuning = afa_preset["lr"], afa_preset["finetune"]["lr"], None
+    lrs, tuning = {"afa": afa_preset["lr"], "alf": afa_preset["finetune"]["lr"], "aff": AFF_LR}, None
     if args.tune:
-        afa_lr, alf_lr, tuning = tune(out, args.afa_lrs, args.alf_lrs)
-        print(f"{tuning}\nchosen: pre-training lr {afa_lr:g}, ALF lr {alf_lr:g}", flush=True)
+        lrs, tuning = tune(out, args.afa_lrs, args.alf_lrs, args.aff_lrs)
+        print(f"{tuning}\nchosen learning rates: {lrs}", flush=True)
     test, train_set = data.load("mnist5k", "test"), data.load("mnist5k", "train")
     rows: dict[str, list[dict]] = {m: [] for m in MODELS}
     for seed in args.seeds:
-        for name, cfg in configs(seed, afa_lr, alf_lr).items():
+        for name, cfg in configs(seed, lrs).items():
             run = out / f"{name}-s{seed}"
             train(cfg, run, pretrain=out / f"afa-s{seed}-pretrain")
             rows[name].append({"run": run, **measure(run, test, train_set, args.n)})
-    text = results_text(args, afa_lr, alf_lr, rows, tuning)
+    text = results_text(args, lrs, rows, tuning)
     write_section(args.results, "afa", text)
     print(text)
 
 
-def results_text(args: argparse.Namespace, afa_lr: float, alf_lr: float, rows: dict[str, list[dict]],
+def results_text(args: argparse.Namespace, lrs: dict[str, float], rows: dict[str, list[dict]],
                  tuning: str | None) -> str:
     mean = statistics.mean
     ce_clean = [r["clean"] for r in rows["ce"]]
@@ -204,7 +219,8 @@ def results_text(args: argparse.Namespace, afa_lr: float, alf_lr: float, rows: d
         + " (AFA + ALF/AFF: stage 2 only; the shared pre-training: "
         f"{statistics.mean(train_seconds(Path(args.out) / f'afa-s{s}-pretrain') for s in args.seeds):.0f})."
         f" smallcnn, L∞ ε = 0.3, n = {n} stratified test images for every number. AFA: pre-training lr "
-        f"{afa_lr:g} ({preset('mnist5k-smallcnn-afa')['epochs']} epochs, τ 0.1, all anchors, contrastive PGD-10), then ALF or AFF at lr {alf_lr:g} "
+        f"{lrs['afa']:g} ({preset('mnist5k-smallcnn-afa')['epochs']} epochs, τ 0.1, all anchors, contrastive PGD-10), "
+        f"then ALF at lr {lrs['alf']:g} or AFF at lr {lrs['aff']:g} "
         f"({preset('mnist5k-smallcnn-afa')['finetune']['epochs']} epochs, PGD-10). Baselines and AFA+TRADES "
         "(β 6, λ 1): 10 epochs, lr 0.05.", "",
         "### Accuracy (%, mean ± std over seeds) and the clean-accuracy drop vs CE", "",

@@ -183,10 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("name")
     dl.add_argument("--data-root", default="data")
 
-    m = sub.add_parser("demo", help="the main job: standard, PGD-AT, vAFT and AFD on mnist5k, evaluated, in minutes",
+    m = sub.add_parser("demo", help="the main job: standard, PGD-AT, vAFT, AFD and AFA on mnist5k, evaluated, in minutes",
                        description="Train smallcnn on the bundled MNIST digits with standard training and PGD-AT, "
-                       "fine-tune the standard model with vAFT and AFD, evaluate all four (clean, PGD-20, "
-                       "AutoAttack) and print their feature gap and AFD's component norms.")
+                       "fine-tune the standard model with vAFT and AFD, train AFA (contrastive pre-training, then "
+                       "ALF), evaluate all five (clean, PGD-20, AutoAttack) and print their feature gap and AFD's "
+                       "component norms.")
     m.add_argument("--out", default="runs/demo", help="folder for the demo's runs (default runs/demo)")
     m.add_argument("--n", type=int, default=DEMO_N, help=f"test images to evaluate on (stratified; default {DEMO_N}; "
                    "AutoAttack's time grows with it)")
