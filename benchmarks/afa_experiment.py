@@ -4,7 +4,8 @@
 
 1. For each seed, train smallcnn on mnist5k with: standard training (CE), PGD-AT, TRADES (β 6),
    AFA pre-training followed by ALF and by AFF (one pre-training shared by both), and the joint
-   AFA+TRADES. Every adversarial run uses ε = 0.3, PGD-10, ε ramped over the first 2 epochs.
+   AFA+TRADES. Every adversarial run uses ε = 0.3, PGD-10, ε ramped over the first 2 epochs
+   (except ALF, a linear head on a frozen encoder, which starts at full ε).
 2. Evaluate each on the same stratified test subset: clean, PGD-20 and standard AutoAttack, the
    clean-accuracy **drop vs the CE model of the same seed** (AFA's headline metric), and the
    alignment measures of :mod:`featgap.probes.geometry` on the pooled features: class-centroid
@@ -56,6 +57,11 @@ TUNE_ALF_LR = 0.01
 """The ALF lr while the pre-training lr is chosen (fixed here, so that a rerun reuses the sweep's runs
 whatever the preset now says; the preset holds the values this sweep chose)."""
 
+AFF = {"eps_warmup_epochs": 2.0}
+"""AFF trains the whole model with PGD-AT at ε = 0.3, which on MNIST needs ε ramped up like every
+full-model adversarial run here (without it every lr from 0.003 up collapsed to chance, 10 %, on the
+validation split). ALF, a linear head on a frozen encoder, trains at full ε from the start."""
+
 AFF_LR = 0.003
 """AFF's lr without ``--tune``: the value ``--tune`` chose (docs/results.md)."""
 
@@ -74,7 +80,7 @@ def configs(seed: int, lrs: dict[str, float], **changes: object) -> dict[str, Tr
         "pgd_at": TrainConfig(**{**BASE, **ADVERSARIAL, "method": "pgd_at", "seed": seed, **changes}),
         "trades": TrainConfig(**{**BASE, **ADVERSARIAL, "method": "trades", "seed": seed, **changes}),
         "afa_alf": TrainConfig(**{**afa, "finetune": {**stage2, "method": "alf", "lr": lrs["alf"]}}),
-        "afa_aff": TrainConfig(**{**afa, "finetune": {**stage2, "method": "aff", "lr": lrs["aff"]}}),
+        "afa_aff": TrainConfig(**{**afa, "finetune": {**stage2, "method": "aff", "lr": lrs["aff"], **AFF}}),
         "afa_trades": TrainConfig(**{**BASE, **ADVERSARIAL, "method": "afa_trades", "seed": seed, **changes}),
     }
 
@@ -220,7 +226,7 @@ def results_text(args: argparse.Namespace, lrs: dict[str, float], rows: dict[str
         f"{statistics.mean(train_seconds(Path(args.out) / f'afa-s{s}-pretrain') for s in args.seeds):.0f})."
         f" smallcnn, L∞ ε = 0.3, n = {n} stratified test images for every number. AFA: pre-training lr "
         f"{lrs['afa']:g} ({preset('mnist5k-smallcnn-afa')['epochs']} epochs, τ 0.1, all anchors, contrastive PGD-10), "
-        f"then ALF at lr {lrs['alf']:g} or AFF at lr {lrs['aff']:g} "
+        f"then ALF at lr {lrs['alf']:g} or AFF at lr {lrs['aff']:g} (ε ramped over 2 epochs) "
         f"({preset('mnist5k-smallcnn-afa')['finetune']['epochs']} epochs, PGD-10). Baselines and AFA+TRADES "
         "(β 6, λ 1): 10 epochs, lr 0.05.", "",
         "### Accuracy (%, mean ± std over seeds) and the clean-accuracy drop vs CE", "",

@@ -134,6 +134,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "PGD-AT; trained into --out, stage 1 into OUT-pretrain (default alf)")
     t.add_argument("--finetune-epochs", type=int, default=None, help="epochs of the second stage (default: --epochs)")
     t.add_argument("--finetune-lr", type=float, default=None, help="learning rate of the second stage (default: --lr)")
+    t.add_argument("--finetune-eps-warmup", type=float, default=None, metavar="EPOCHS",
+                   help="epochs over which the second stage ramps ε up (default: --eps-warmup)")
     t.add_argument("--extra-data", default=None, metavar="NPZ",
                    help="extra training images and labels (.npz with 'image' and 'label'), e.g. generated data")
     t.add_argument("--extra-fraction", type=float, default=None,
@@ -252,10 +254,13 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
     if afa:
         _only_for(method, ("afa", "afa_trades"), [f for f, k, _, _ in AFA_FLAGS if k in afa])
         values["extra"] = {**values.get("extra", {}), **afa}
-    stage2 = {"method": args.finetune, "epochs": args.finetune_epochs, "lr": args.finetune_lr}
+    stage2 = {"method": args.finetune, "epochs": args.finetune_epochs, "lr": args.finetune_lr,
+              "eps_warmup_epochs": args.finetune_eps_warmup}
     stage2 = {k: v for k, v in stage2.items() if v is not None}
     if stage2:
-        _only_for(method, ("afa",), [f"--finetune{'-' + k if k != 'method' else ''}" for k in stage2])
+        flags = {"method": "--finetune", "epochs": "--finetune-epochs", "lr": "--finetune-lr",
+                 "eps_warmup_epochs": "--finetune-eps-warmup"}
+        _only_for(method, ("afa",), [flags[k] for k in stage2])
         values["finetune"] = {**(values.get("finetune") or {"method": "alf"}), **stage2}
     return TrainConfig(**values)
 

@@ -245,10 +245,16 @@ def test_afa_cifar_presets_follow_the_spec_schedule(name):
 def test_finetune_flags_merge_over_the_preset_and_a_new_method_drops_it():
     cfg = _config("--preset", "mnist5k-smallcnn-afa", "--finetune", "aff", "--finetune-epochs", "2")
     assert cfg.finetune == {**preset("mnist5k-smallcnn-afa")["finetune"], "method": "aff", "epochs": 2}
+    cfg = _config("--preset", "mnist5k-smallcnn-afa", "--finetune", "aff", "--finetune-lr", "0.003",
+                  "--finetune-eps-warmup", "2")  # the AFF recipe of benchmarks/afa_experiment.py
+    assert cfg.finetune == {**preset("mnist5k-smallcnn-afa")["finetune"], "method": "aff", "lr": 0.003,
+                            "eps_warmup_epochs": 2.0}
     cfg = _config("--preset", "mnist5k-smallcnn-afa", "--afa-temperature", "0.5", "--afa-anchors", "adversarial")
     assert cfg.extra == {"temperature": 0.5, "anchors": "adversarial"}
     cfg = _config("--preset", "mnist5k-smallcnn-afa", "--method", "pgd_at")
     assert cfg.finetune is None and cfg.extra == {}
     with pytest.raises(FeatgapError, match="--finetune-lr applies only to --method afa"):
         _config("--method", "trades", "--finetune-lr", "0.1")
+    with pytest.raises(FeatgapError, match="--finetune-eps-warmup applies only to --method afa"):
+        _config("--method", "pgd_at", "--finetune-eps-warmup", "2")
     assert main(["train", "--method", "afa", "--finetune-lr", "-1", "--out", "never"]) == 2
