@@ -7,9 +7,13 @@
    natural weights) and AFD (the same, plus the feature disentangler and the natural teacher;
    :mod:`featgap.methods.afd`), both with the ``mnist5k-smallcnn-*`` presets' settings on a
    shorter schedule.
-4. Evaluate all four on a stratified subset of the test split: clean, PGD-20 and standard
+4. Train AFA (:mod:`featgap.methods.afa`): adversarial supervised-contrastive pre-training of
+   the encoder, then ALF (a linear head trained with PGD-AT on the frozen encoder), with the
+   ``mnist5k-smallcnn-afa`` preset on a shorter schedule. Its two stages are the run
+   directories ``afa-pretrain`` and ``afa``.
+5. Evaluate all five on a stratified subset of the test split: clean, PGD-20 and standard
    AutoAttack accuracy, with the sanity checks of EVALUATION.md.
-5. Print a table with the **feature gap** of each model: how far the features of an input and
+6. Print a table with the **feature gap** of each model: how far the features of an input and
    of its PGD-20 example lie apart (robust models' gaps are several times smaller), and AFD's
    disentangled components: ‖f1‖, ‖f2‖ and cos(f1, f2) on natural and adversarial inputs.
 
@@ -25,11 +29,11 @@ from pathlib import Path
 from featgap import data, runs
 from featgap.evaluate import EvalResult, evaluate
 from featgap.presets import preset
-from featgap.train import TrainConfig, Trainer, resolve_device
+from featgap.train import TrainConfig, fit, resolve_device, stage_dirs
 
-DEMO_N = 200
+DEMO_N = 150
 """Test images the demo evaluates on. AutoAttack's cost grows with n — about 0.28 s per image on a
-robust smallcnn on 2 cores — and three robust models must fit the 5-minute budget."""
+robust smallcnn on 2 cores — and four robust models must fit the 5-minute budget."""
 FINE_TUNE_EPOCHS = 4
 """vAFT and AFD fine-tune for this many epochs in the demo (the presets use 10)."""
 
@@ -44,6 +48,18 @@ def _fine_tune(method: str) -> TrainConfig:
     return TrainConfig(**values)
 
 
+AFA_EPOCHS = (6, 3)
+"""AFA's pre-training and ALF epochs in the demo (the preset uses 10 and 5)."""
+
+
+def _afa() -> TrainConfig:
+    """The ``mnist5k-smallcnn-afa`` preset (pre-training, then ALF) on AFA_EPOCHS."""
+    values = preset("mnist5k-smallcnn-afa")
+    values.update(epochs=AFA_EPOCHS[0], probe_n=0, monitor_n=200,
+                  finetune={**values["finetune"], "epochs": AFA_EPOCHS[1]})
+    return TrainConfig(**values)
+
+
 DEMO_RUNS: dict[str, TrainConfig] = {
     "standard": TrainConfig(dataset="mnist5k", model="smallcnn", method="standard", epochs=4, lr=0.05,
                             batch_size=128, monitor_n=200),
@@ -51,21 +67,24 @@ DEMO_RUNS: dict[str, TrainConfig] = {
                           batch_size=128, eps_warmup_epochs=2, attack_steps=10, monitor_n=200),
     "vaft": _fine_tune("vaft"),
     "afd": _fine_tune("afd"),
+    "afa": _afa(),
 }
 
 
 def _train_or_reuse(name: str, cfg: TrainConfig, out: Path, fresh: bool) -> None:
     run_dir = out / name
-    if (run_dir / runs.SUMMARY).exists():
-        if not fresh:
-            print(f"[{name}] reusing the finished run in {run_dir} (use --fresh to retrain)")
-            return
+    if fresh:
         import shutil
 
-        shutil.rmtree(run_dir)
+        for stage_dir in (stage_dirs(run_dir) if cfg.finetune else (run_dir,)):
+            shutil.rmtree(stage_dir, ignore_errors=True)
+    elif (run_dir / runs.SUMMARY).exists():
+        print(f"[{name}] reusing the finished run in {run_dir} (use --fresh to retrain)")
+        return
     start = time.perf_counter()
-    Trainer(cfg, out=run_dir).fit()
-    print(f"[{name}] trained {cfg.epochs} epochs in {time.perf_counter() - start:.0f} s → {run_dir}")
+    fit(cfg, out=run_dir, verbose=False)
+    epochs = f"{cfg.epochs} + {cfg.finetune['epochs']}" if cfg.finetune else f"{cfg.epochs}"
+    print(f"[{name}] trained {epochs} epochs in {time.perf_counter() - start:.0f} s → {run_dir}")
 
 
 def format_table(results: dict[str, EvalResult]) -> str:

@@ -16,10 +16,14 @@ def test_demo_trains_evaluates_and_pgd_at_is_robust(tmp_path, capsys):
         assert r.autoattack is not None and r.autoattack <= r.pgd <= r.clean
         assert r.n == 100
     assert adv.feature_gap["l2"] < std.feature_gap["l2"]  # robust features move less under attack
-    assert set(results) == {"standard", "pgd_at", "vaft", "afd"}
+    assert set(results) == {"standard", "pgd_at", "vaft", "afd", "afa"}
     for name in ("vaft", "afd"):  # fine-tuning the natural model adversarially makes it robust
         assert results[name].pgd >= std.pgd + 20.0, (name, results[name].pgd)
         assert results[name].autoattack <= results[name].pgd <= results[name].clean
+    afa = results["afa"]  # AFA + ALF: its robustness is judged by AutoAttack (CE-PGD can be masked)
+    assert afa.autoattack <= afa.pgd <= afa.clean and afa.clean >= 80.0
+    assert afa.autoattack >= std.autoattack + 10.0, afa.autoattack
+    assert (tmp_path / "demo" / "afa-pretrain" / "summary.json").exists()  # the two stages, side by side
     out = capsys.readouterr().out
     assert "n = 100" in out and "gap L2" in out and format_table(results) in out
     assert "AFD components" in out and "cos(f1,f2)" in out and "PGD-20" in out
