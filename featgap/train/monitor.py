@@ -8,14 +8,14 @@ split) with PGD and records::
     monitor_pgd_ce_acc                          PGD accuracy with the cross-entropy objective alone
     gap_l2, gap_linf, gap_cosine, gap_rel_l2    mean per-sample feature gap (see probes)
 
+so ``metrics.jsonl`` traces how the feature gap opens or closes during training.
+
 ``monitor_pgd_acc`` counts an image as robust only if it survives **two** PGD attacks, one
 maximising cross-entropy and one the logit margin (:func:`featgap.attacks.margin`). CE alone can
 be fooled by a model whose logits are so large that softmax saturates and the CE gradient is
 exactly zero: PGD then stands still and the model looks robust. The margin attack has no such
 blind spot, so a gap between ``monitor_pgd_ce_acc`` and ``monitor_pgd_acc`` is a sign of
 gradient masking. (Learning rates chosen on ``monitor_pgd_acc`` are not rewarded for masking.)
-
-so ``metrics.jsonl`` traces how the feature gap opens or closes during training.
 """
 
 from __future__ import annotations
@@ -45,13 +45,13 @@ class EpochMonitor:
         clean_hits = pgd_hits = ce_hits = 0
         gaps: dict[str, list[torch.Tensor]] = {}
         cuda = [self.x.device] if self.x.device.type == "cuda" else []
+        attack = {"eps": self.eps, "steps": self.steps, "norm": self.norm}
         # Own RNG stream: the same attack noise for the same epoch, and the trainer's stream
         # untouched (so a resumed run continues exactly as an uninterrupted one).
         with torch.random.fork_rng(devices=cuda), eval_mode(model):
             torch.manual_seed(self.seed + epoch)
             for i in range(0, len(self.y), self.batch_size):
                 x, y = self.x[i:i + self.batch_size], self.y[i:i + self.batch_size]
-                attack = {"eps": self.eps, "steps": self.steps, "norm": self.norm}
                 x_ce = pgd(model, x, y, objective=cross_entropy, **attack)
                 x_margin = pgd(model, x, y, objective=margin, **attack)
                 with torch.no_grad():
