@@ -155,10 +155,10 @@ def measure(run: Path, test: data.ImageSet, train_set: data.ImageSet, n: int) ->
         result = evaluate(model, test, n=n, seed=0).as_dict()
         x_adv = adversarial_examples(model, x, y, eps=test.info.eps, steps=20, seed=0)
         reference = train_set.stratified_subset(1000, 0).tensors()
-        geometry = geometry_table(model, x, y, x_adv, layers="pool", reference=reference).rows()[0]
-        lipschitz = local_lipschitz(model, x, eps=test.info.eps, steps=10, seed=0)
+        geometry = geometry_table(model, x, y, x_adv, layers="pool", reference=reference).to_dict("records")[0]
+        lipschitz = local_lipschitz(model, x, y, eps=test.info.eps, steps=10, seed=0)["lipschitz"]
         record = {**result, **{k: float(v) for k, v in geometry.items() if k != "layer"},
-                  "lipschitz": float(lipschitz.mean())}
+                  "lipschitz": float(torch.from_numpy(lipschitz.to_numpy()).mean())}  # torch's float32 mean, as recorded
     record.update(masking_diagnostics(model, x, y, eps=test.info.eps))
     runs.write_json(path, record)
     return record
@@ -295,7 +295,7 @@ def results_text(args: argparse.Namespace, lrs: dict[str, float], rows: dict[str
                      mean(ok_drop["afa_trades"]) < mean(ok_drop["trades"])))
     for m in MODELS:
         if m != "ce":
-            verdicts.append((f"{LABELS[m]}: PGD-20 (CE) is more than 10 points above AutoAttack (EVALUATION.md's gradient-masking flag)",
+            verdicts.append((f"{LABELS[m]}: PGD-20 (CE) is more than 10 points above AutoAttack (the gradient-masking flag of [evaluation.md](evaluation.md))",
                              mean(ok_col[m]["pgd"]) - mean(ok_col[m]["autoattack"]) > 10.0))
     lines += ["", "### Verdicts (computed from the numbers above)", ""]
     lines += [f"- {text}: **{'yes' if ok else 'no'}**" for text, ok in verdicts]
@@ -304,7 +304,7 @@ def results_text(args: argparse.Namespace, lrs: dict[str, float], rows: dict[str
                   tuning]
     flagged = [f"{r['run'].name}: {c['name']}" for m in MODELS for r in rows[m] for c in r.get("checks", [])
                if not c["ok"]]
-    lines += ["", "Sanity checks (EVALUATION.md) flagged: " + (", ".join(flagged) or "none")]
+    lines += ["", "Sanity checks ([evaluation.md](evaluation.md)) flagged: " + (", ".join(flagged) or "none")]
     return "\n".join(lines)
 
 

@@ -120,7 +120,7 @@ def write_results(path: Path, args: argparse.Namespace, lrs: dict[str, float], r
 
     def gap_by_epoch(method: str, metric: str = "linf") -> dict[int, list[float]]:
         t = traj[method]
-        sel = t.where((t["layer"] == "pool") & (t["outcome"] == "all") & (t["metric"] == metric))
+        sel = t[(t["layer"] == "pool") & (t["outcome"] == "all") & (t["metric"] == metric)]
         by: dict[int, list[float]] = {}
         for e, v in zip(sel["epoch"], sel["mean"]):
             by.setdefault(int(e), []).append(float(v))
@@ -174,7 +174,7 @@ def write_results(path: Path, args: argparse.Namespace, lrs: dict[str, float], r
         lines += ["", "### Learning-rate choice on the validation split (seed 0, last epoch)", "", tuning.strip()]
     flagged = [f"{r['run'].name}: {c['detail']}" for m in METHODS for r in rows[m] for c in r.get("checks", [])
                if not c["ok"]]
-    lines += ["", "Sanity checks (EVALUATION.md) flagged: " + ("; ".join(flagged) or "none") + "."]
+    lines += ["", "Sanity checks ([evaluation.md](evaluation.md)) flagged: " + ("; ".join(flagged) or "none") + "."]
     if flagged:
         lines += ["A flag that Square lowered accuracy after the white-box attacks is a mild sign of gradient masking "
                   "(APGD's gradients miss some points a black-box search finds); the AutoAttack column already "
@@ -182,7 +182,7 @@ def write_results(path: Path, args: argparse.Namespace, lrs: dict[str, float], r
     lines += ["", "### Inside AFD at the last epoch (mean over seeds, 200 test images)", "",
               "| input | ‖f1‖ | ‖f2‖ | cos(f1, f2) | confused head predicts ŷc |", "| --- | --- | --- | --- | --- |"]
     comp = traj["afd"]
-    comp = comp.where((comp["layer"] == "components") & (comp["epoch"] == last))
+    comp = comp[(comp["layer"] == "components") & (comp["epoch"] == last)]
     inside = {}
     for outcome, label in (("nat", "natural"), ("adv", "PGD-10")):
         inside[outcome] = value = {
@@ -195,7 +195,7 @@ def write_results(path: Path, args: argparse.Namespace, lrs: dict[str, float], r
         lines += ["", "### What was checked, since AFD does not beat vAFT here", "",
                   "- Both methods' learning rates were chosen on the validation split (table above), so neither "
                   "runs at a setting tuned for the other.",
-                  "- The spec's gradient routing (D2 learns only from the confused loss; backbone and D1 from the "
+                  "- AFD's gradient routing ([methods/afd.md](methods/afd.md): D2 learns only from the confused loss; backbone and D1 from the "
                   "elimination and main terms; the head from confused + main) is checked term by term by "
                   "`tests/test_afd.py`, and the exported model's logits equal the student's.",
                   f"- What the disentangler does (table above): the confused head predicts ŷc on "

@@ -1,5 +1,6 @@
-"""Tests of featgap.probes: ``pairwise_gap`` against NumPy and hand-computed values, and
-``feature_gap`` on a real model (zero for identical inputs, batching-invariant, mode-safe)."""
+"""Tests of the tensor-level feature-gap helpers: ``pairwise_gap`` against NumPy and hand-computed
+values, and ``feature_gap`` on a real model (zero for identical inputs, batching-invariant,
+mode-safe, the same numbers as ``gap_table``'s pooled-feature rows)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from featgap.probes import GAP_METRICS, feature_gap, pairwise_gap
+from featgap.probes import GAP_METRICS, feature_gap, gap_table, pairwise_gap
 from featgap.models import create
 
 
@@ -174,3 +175,13 @@ def test_feature_gap_leaves_mode_unchanged_and_runs_in_eval(setup, recording_sma
     assert [m.training for m in model.modules()] == before
     assert seen and not any(seen)
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_feature_gap_equals_the_pool_rows_of_gap_table(model_and_inputs):
+    model, x, x_adv = model_and_inputs
+    gap = feature_gap(model, x, x_adv)
+    rows = gap_table(model, x, torch.zeros(len(x), dtype=torch.long), x_adv, layers="pool")
+    for k in GAP_METRICS:
+        np.testing.assert_array_equal(rows[k].to_numpy(), gap[k].numpy(), err_msg=k)
+    with pytest.raises(TypeError):
+        feature_gap(model, x, x_adv, 5)  # batch_size is keyword-only, as in every probe

@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy import stats
@@ -16,6 +17,7 @@ from featgap import data
 from featgap.attacks import pgd
 from featgap.errors import FeatgapError
 from featgap.models import create
+from featgap.probes import COLUMNS, adversarial_examples
 from featgap.probes.attribution import (
     ATTRIBUTION_DISTANCES,
     ATTRIBUTION_METHODS,
@@ -131,7 +133,7 @@ def test_compare_attributions_on_real_pgd_examples(trained):
     model.train()
     model.stage1.eval()  # a mixed mode must come back as it was
     before = [m.training for m in model.modules()]
-    cmp = compare_attributions(model, x, x_adv, y, n_steps=16)
+    cmp = compare_attributions(model, x, y, x_adv, n_steps=16)
     assert [m.training for m in model.modules()] == before
     assert all(p.grad is None for p in model.parameters())
     model.eval()
@@ -146,34 +148,48 @@ def test_compare_attributions_on_real_pgd_examples(trained):
         for maps in (cmp.natural[m], cmp.adversarial[m]):
             assert maps.shape == x.shape and maps.dtype == torch.float32 and torch.isfinite(maps).all()
         assert cmp.heatmap(m).shape == cmp.heatmap(m, "adversarial").shape == (10, 28, 28)
-        assert set(cmp.distances[m]) == set(ATTRIBUTION_DISTANCES)
-        for k, v in cmp.distances[m].items():
+        assert set(cmp.distances(m)) == set(ATTRIBUTION_DISTANCES)
+        for k, v in cmp.distances(m).items():
             assert v.shape == (10,) and torch.isfinite(v).all(), (m, k)
-        d = cmp.distances[m]
+        d = cmp.distances(m)
+        # the table holds the same numbers, one row per sample × method, and the measures of compare_maps
+        rows = cmp.table[cmp.table["method"] == m]
+        assert list(rows["sample"]) == list(range(10)) and list(rows["label"]) == y.tolist()
+        assert list(rows["adv_pred"]) == cmp.pred_adv.tolist() and list(rows["target"]) == y.tolist()
+        want = compare_maps(cmp.natural[m], cmp.adversarial[m])
+        for k in ATTRIBUTION_DISTANCES:
+            np.testing.assert_array_equal(rows[k].to_numpy(), want[k].numpy())
         assert ((0 <= d["cosine"]) & (d["cosine"] <= 2)).all() and ((0 <= d["l2"]) & (d["l2"] <= 2)).all()
         assert ((0 <= d["topk_overlap"]) & (d["topk_overlap"] <= 1)).all()
         assert ((-1 <= d["spearman"]) & (d["spearman"] <= 1)).all()
         assert d["cosine"].mean() > 0.01  # the attack moved the maps
         # the maps are those of attribute(), for the same class on both inputs
         torch.testing.assert_close(cmp.natural[m], attribute(model, x, y, method=m, n_steps=16))
+    assert isinstance(cmp.table, pd.DataFrame) and len(cmp.table) == 30 and set(cmp.table.columns) <= set(COLUMNS)
     means = cmp.mean()
-    assert set(means) == set(ATTRIBUTION_METHODS) and isinstance(means["saliency"]["l2"], float)
+    assert list(means.index) == list(ATTRIBUTION_METHODS) and list(means.columns) == list(ATTRIBUTION_DISTANCES)
+    assert means.loc["saliency", "l2"] == pytest.approx(float(cmp.distances("saliency")["l2"].mean()))
     fooled = cmp.pred_adv != y
-    assert means != cmp.mean(fooled) or fooled.all()
+    assert not means.equals(cmp.mean(fooled)) or fooled.all()
+    # without x_adv the probe attacks with PGD itself
+    made = adversarial_examples(model, x, y, eps=0.3, steps=3, seed=0)
+    own = compare_attributions(model, x, y, eps=0.3, steps=3, methods="saliency")
+    pd.testing.assert_frame_equal(own.table, compare_attributions(model, x, y, made, methods="saliency").table)
 
 
 def test_compare_attributions_target_rules_and_identical_inputs(trained):
     model, x, y, x_adv = trained
-    cmp = compare_attributions(model, x, x_adv, methods="saliency", target="adv_pred")
+    cmp = compare_attributions(model, x, None, x_adv, methods="saliency", target="adv_pred")
     assert cmp.methods == ("saliency",) and cmp.labels is None and torch.equal(cmp.target, cmp.pred_adv)
-    cmp = compare_attributions(model, x, x_adv, y, methods=["saliency"], target="pred")
+    assert "label" not in cmp.table.columns
+    cmp = compare_attributions(model, x, y, x_adv, methods=["saliency"], target="pred")
     assert torch.equal(cmp.target, cmp.pred_nat) and cmp.target_rule == "pred"
-    cmp = compare_attributions(model, x, x_adv, methods=["saliency"], target=3)
+    cmp = compare_attributions(model, x, None, x_adv, methods=["saliency"], target=3)
     assert torch.equal(cmp.target, torch.full((10,), 3)) and cmp.target_rule == "given"
     # the same input twice: the same maps, so the measures say "unchanged"
-    same = compare_attributions(model, x, x.clone(), y, methods=("integrated_gradients", "saliency"), n_steps=8)
+    same = compare_attributions(model, x, y, x.clone(), methods=("integrated_gradients", "saliency"), n_steps=8)
     for m in same.methods:
-        d = same.distances[m]
+        d = same.distances(m)
         assert torch.equal(d["cosine"], torch.zeros(10)) and torch.equal(d["l2"], torch.zeros(10))
         assert torch.equal(d["topk_overlap"], torch.ones(10))
         torch.testing.assert_close(d["spearman"], torch.ones(10))
@@ -313,15 +329,17 @@ def test_bad_input_is_a_one_line_featgap_error(linear, trained):
         lambda: attribute(lin, x, 0, n_steps=0),
         lambda: attribute(lin, x, 0, batch_size=0),
         lambda: attribute(lin, x.numpy(), 0),
-        lambda: compare_attributions(model, xt, x_adv, yt, methods="gradcam"),
-        lambda: compare_attributions(model, xt, x_adv, yt, methods=()),
-        lambda: compare_attributions(model, xt, x_adv[:9], yt),
-        lambda: compare_attributions(model, xt, x_adv, yt, target=10),
-        lambda: compare_attributions(model, xt, x_adv, yt[:9]),
-        lambda: compare_attributions(model, xt, x_adv, yt + 10),
-        lambda: compare_attributions(model, xt, x_adv),          # target="label" needs y
-        lambda: compare_attributions(model, xt, x_adv, yt, target="true"),
-        lambda: compare_attributions(model, xt, x_adv, yt, topk=0.0),
+        lambda: compare_attributions(model, xt, yt, x_adv, methods="gradcam"),
+        lambda: compare_attributions(model, xt, yt, x_adv, methods=()),
+        lambda: compare_attributions(model, xt, yt, x_adv[:9]),
+        lambda: compare_attributions(model, xt, yt, x_adv, target=10),
+        lambda: compare_attributions(model, xt, yt[:9], x_adv),
+        lambda: compare_attributions(model, xt, yt + 10, x_adv),
+        lambda: compare_attributions(model, xt, None, x_adv),    # target="label" needs y
+        lambda: compare_attributions(model, xt, None),           # the attack needs y
+        lambda: compare_attributions(model, xt, yt),             # ... and eps
+        lambda: compare_attributions(model, xt, yt, x_adv, target="true"),
+        lambda: compare_attributions(model, xt, yt, x_adv, topk=0.0),
         lambda: compare_maps(torch.zeros(2, 4), torch.zeros(2, 5)),
         lambda: heatmap(torch.zeros(2, 4)),
     ]
@@ -329,7 +347,7 @@ def test_bad_input_is_a_one_line_featgap_error(linear, trained):
         with pytest.raises(FeatgapError) as err:
             case()
         assert "\n" not in str(err.value), i
-    cmp = compare_attributions(model, xt[:2], x_adv[:2], yt[:2], methods="saliency")
+    cmp = compare_attributions(model, xt[:2], yt[:2], x_adv[:2], methods="saliency")
     with pytest.raises(FeatgapError):
         cmp.heatmap("integrated_gradients")
     with pytest.raises(FeatgapError):

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from featgap.errors import FeatgapError
+from featgap.probes import COLUMNS
 from featgap.probes import embedding as embed_mod
 from featgap.probes.embedding import Embedding, embed, embed_sequence
 
@@ -85,6 +86,12 @@ def test_pairing_is_kept_row_by_row():
     assert coords.shape == (200, 4)
     assert list(kind[:100]) == ["nat"] * 100 and list(kind[100:]) == ["adv"] * 100
     np.testing.assert_array_equal(coords[kind == "adv"][pair[kind == "adv"] == 7], emb.adv[7:8])
+    # the same points as a tidy DataFrame: one row per point, the pair index in "sample"
+    t = emb.table
+    assert list(t.columns) == ["sample", "input", "dim1", "dim2", "dim3", "dim4"] and len(t) == 200
+    assert set(t.columns) - {"dim2", "dim3", "dim4"} <= set(COLUMNS)
+    np.testing.assert_array_equal(t[t["input"] == "adv"][["dim1", "dim2", "dim3", "dim4"]].to_numpy(), emb.adv)
+    assert (t.groupby("sample").size() == 2).all()
 
 
 def test_torch_and_numpy_inputs_agree():
@@ -101,6 +108,7 @@ def test_natural_features_alone():
     assert emb.adv is None and emb.nat.shape == (60, 2)
     coords, kind, pair = emb.points()
     assert coords.shape == (60, 2) and set(kind) == {"nat"} and (pair == np.arange(60)).all()
+    assert len(emb.table) == 60 and set(emb.table["input"]) == {"nat"}
     with pytest.raises(FeatgapError, match="no adversarial points"):
         emb.shift()
 

@@ -1,12 +1,13 @@
-"""Tests of the feature-gap tables: ``gap_table``, ``summarize`` (bootstrap CIs), ``gap_vs_eps``,
-``Table``, the training trajectory and ``featgap probe`` — each against an independent NumPy/SciPy
-computation or a hand-computable case."""
+"""Tests of the feature-gap DataFrames: ``gap_table``, ``summarize`` (bootstrap CIs), ``gap_vs_eps``,
+``to_csv``, the column glossary, the training trajectory and ``featgap probe`` — each against an
+independent NumPy/SciPy computation or a hand-computable case."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.stats
 import torch
@@ -15,8 +16,8 @@ from torch import nn
 from featgap import FeatgapError
 from featgap.cli import main
 from featgap.models import create
-from featgap.probes import (GAP_METRICS, Table, adversarial_examples, bootstrap_mean_ci, gap_table, gap_vs_eps,
-                            load_trajectory, summarize)
+from featgap.probes import (COLUMNS, GAP_METRICS, adversarial_examples, bootstrap_mean_ci, gap_table, gap_vs_eps,
+                            load_trajectory, summarize, to_csv)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -35,12 +36,15 @@ def test_gap_table_hand_computed_on_a_plain_module():
     x_adv = torch.tensor([[[0.9, 0.1], [0.3, 0.4]], [[0.7, 0.6], [0.0, 0.0]]])
     y = torch.tensor([0, 1])
     t = gap_table(model, x, y, x_adv, layers=["0", "1"])
-    assert t.num_rows == 4 and list(t["layer"]) == ["0", "0", "1", "1"]
-    inp = t.where(t["layer"] == "0")
+    assert isinstance(t, pd.DataFrame) and len(t) == 4 and list(t["layer"]) == ["0", "0", "1", "1"]
+    assert list(t.columns) == ["sample", "label", "layer", "l2", "linf", "cosine", "rel_l2", "nat_pred", "adv_pred",
+                               "nat_correct", "adv_correct", "outcome"]
+    assert set(t.columns) <= set(COLUMNS)
+    inp = t[t["layer"] == "0"]
     np.testing.assert_allclose(inp["l2"], [0.5, 0.5], rtol=1e-6)          # ‖(0,0,.3,.4)‖ = 0.5, ‖(.5,0,0,0)‖
     np.testing.assert_allclose(inp["linf"], [0.4, 0.5], rtol=1e-6)
     np.testing.assert_allclose(inp["rel_l2"], [0.5 / np.hypot(0.9, 0.1), 0.5 / np.hypot(0.2, 0.6)], rtol=1e-6)
-    logit = t.where(t["layer"] == "1")
+    logit = t[t["layer"] == "1"]
     np.testing.assert_allclose(logit["l2"], [0.0, 0.5], atol=1e-7)       # sample 0: logits unchanged
     np.testing.assert_allclose(logit["cosine"], [0.0, 1 - (0.7 * 0.2 + 0.6 * 0.6) / (np.hypot(.7, .6) * np.hypot(.2, .6))],
                                atol=1e-6)
@@ -53,7 +57,7 @@ def test_outcome_wrong_for_misclassified_natural_input():
     model = linear_model()
     x = torch.tensor([[[0.1, 0.9], [0.0, 0.0]]])
     t = gap_table(model, x, torch.tensor([0]), x.clone(), layers=["1"])
-    assert list(t["outcome"]) == ["wrong"] and not t["nat_correct"][0] and not t["adv_correct"][0]
+    assert list(t["outcome"]) == ["wrong"] and not t["nat_correct"].iloc[0] and not t["adv_correct"].iloc[0]
 
 
 def test_gap_table_matches_numpy_on_a_featgap_model():
@@ -69,7 +73,7 @@ def test_gap_table_matches_numpy_on_a_featgap_model():
         s2n = model.stage2(model.stage1(model.normalize(x))).mean(dim=(2, 3)).numpy().astype(np.float64)
         s2a = model.stage2(model.stage1(model.normalize(x_adv))).mean(dim=(2, 3)).numpy().astype(np.float64)
         pred_adv = model(x_adv).argmax(1).numpy()
-    rows = t.where(t["layer"] == "stage2")
+    rows = t[t["layer"] == "stage2"]
     diff = s2n - s2a
     np.testing.assert_allclose(rows["l2"], np.linalg.norm(diff, axis=1), rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(rows["linf"], np.abs(diff).max(1), rtol=1e-4, atol=1e-6)
@@ -92,7 +96,8 @@ def test_gap_table_attacks_itself_reproducibly_and_checks_input():
     b = gap_table(model, x, y, eps=0.1, steps=2, layers="pool", seed=3)
     np.testing.assert_array_equal(a["l2"], b["l2"])
     assert (a["l2"] > 0).all()
-    with pytest.raises(FeatgapError, match="give eps"):
+    assert a.equals(gap_table(model, x, y, adversarial_examples(model, x, y, eps=0.1, steps=2, seed=3), layers="pool"))
+    with pytest.raises(FeatgapError, match="give x_adv, or eps"):
         gap_table(model, x, y)
     with pytest.raises(FeatgapError, match="labels"):
         gap_table(model, x, y[:3], x)
@@ -121,16 +126,18 @@ def test_bootstrap_against_scipy_and_hand_cases():
 
 def test_summarize_groups_like_numpy():
     rng = np.random.default_rng(0)
-    t = Table({"layer": np.array(["b", "a", "b", "a", "b"] * 20, dtype=object),
-               "outcome": np.array(["robust", "flipped"] * 50, dtype=object),
-               **{m: rng.normal(size=100) for m in GAP_METRICS}})
+    t = pd.DataFrame({"layer": ["b", "a", "b", "a", "b"] * 20, "outcome": ["robust", "flipped"] * 50,
+                      **{m: rng.normal(size=100) for m in GAP_METRICS}})
     s = summarize(t, by=("layer", "outcome"), seed=0)
+    assert isinstance(s, pd.DataFrame)
+    assert list(s.columns) == ["layer", "outcome", "n", *(f"{m}_{k}" for m in GAP_METRICS for k in ("mean", "lo", "hi"))]
     assert list(zip(s["layer"], s["outcome"]))[:2] == [("b", "robust"), ("a", "flipped")]  # first-appearance order
-    for r in s.rows():
-        mask = (t["layer"] == r["layer"]) & (t["outcome"] == r["outcome"])
+    arrays = {k: t[k].to_numpy() for k in t.columns}  # the check runs on plain NumPy arrays
+    for r in s.to_dict("records"):
+        mask = (arrays["layer"] == r["layer"]) & (arrays["outcome"] == r["outcome"])
         assert r["n"] == mask.sum()
         for m in GAP_METRICS:
-            assert r[f"{m}_mean"] == pytest.approx(t[m][mask].mean())
+            assert r[f"{m}_mean"] == pytest.approx(arrays[m][mask].mean())
             assert r[f"{m}_lo"] <= r[f"{m}_mean"] <= r[f"{m}_hi"]
     again = summarize(t, by=("layer", "outcome"), seed=0)
     np.testing.assert_array_equal(again["l2_lo"], s["l2_lo"])
@@ -140,33 +147,38 @@ def test_summarize_groups_like_numpy():
         summarize(t, metrics=["nope"])
 
 
-def test_table_basics_and_csv_roundtrip(tmp_path):
-    t = Table({"name": np.array(["a", "b"], dtype=object), "x": [1.5, float("nan")], "ok": [True, False]})
-    assert len(t) == 2 and t.columns == ["name", "x", "ok"] and "x" in t and set(dict(t)) == {"name", "x", "ok"}
-    text = t.to_csv(tmp_path / "t.csv")
-    assert (tmp_path / "t.csv").read_text() == text == "name,x,ok\na,1.5,1\nb,nan,0\n"
+def test_to_csv_format_and_atomic_write(tmp_path):
+    t = pd.DataFrame({"name": ["a", "b"], "x": [1.5, float("nan")], "ok": [True, False], "n": [3, 4],
+                      "f": np.array([1 / 3, 2e-7], dtype=np.float32)})
+    text = to_csv(t, tmp_path / "t.csv")
+    assert (tmp_path / "t.csv").read_text() == text == "name,x,ok,n,f\na,1.5,1,3,0.333333\nb,nan,0,4,2e-07\n"
     assert [p.name for p in tmp_path.iterdir()] == ["t.csv"]  # no temporary file left behind
-    assert t.where(t["ok"]).rows() == [{"name": "a", "x": 1.5, "ok": True}]
-    assert Table.concat([t, t]).num_rows == 4
-    assert t.with_columns(run="r1")["run"].tolist() == ["r1", "r1"]
-    assert "<table>" in t._repr_html_()
-    with pytest.raises(FeatgapError, match="differ in length"):
-        Table({"a": [1, 2], "b": [1]})
-    with pytest.raises(KeyError, match="no column"):
-        t["nope"]
+    back = pd.read_csv(tmp_path / "t.csv")
+    assert list(back.columns) == list(t.columns) and back["x"].isna().tolist() == [False, True]
+    assert to_csv(t, digits=2).splitlines()[1] == "a,1.5,1,3,0.33"
+
+
+def test_every_column_is_documented():
+    assert all(isinstance(v, str) and v for v in COLUMNS.values())
+    for name in ("sample", "label", "layer", "eps", "outcome", *GAP_METRICS, "mean", "lo", "hi", "n"):
+        assert name in COLUMNS
 
 
 def test_gap_vs_eps_zero_radius_and_growth():
     torch.manual_seed(3)
     model = create("smallcnn", 10, 1).eval()
     x, y = torch.rand(10, 1, 28, 28), torch.randint(0, 10, (10,))
-    t = gap_vs_eps(model, x, y, [0.0, 0.05, 0.3], layers=["pool"], steps=5)
-    assert t.columns[0] == "eps" and t.num_rows == 30
-    assert (t.where(t["eps"] == 0.0)["l2"] == 0).all()
+    t = gap_vs_eps(model, x, y, eps=[0.0, 0.05, 0.3], layers=["pool"], steps=5)
+    assert t.columns[0] == "eps" and len(t) == 30 and list(t.index) == list(range(30))
+    assert (t[t["eps"] == 0.0]["l2"] == 0).all()
     s = summarize(t, by="eps", metrics=["l2"], n_boot=0)
     assert s["l2_mean"][0] == 0 < s["l2_mean"][1] < s["l2_mean"][2]
+    # given adversarial examples for one radius: that radius uses them, the others are attacked
+    x_adv = adversarial_examples(model, x, y, eps=0.3, steps=5)
+    given = gap_vs_eps(model, x, y, {0.3: x_adv}, eps=[0.0, 0.05, 0.3], layers=["pool"], steps=5)
+    pd.testing.assert_frame_equal(given, t)
     with pytest.raises(FeatgapError):
-        gap_vs_eps(model, x, y, [])
+        gap_vs_eps(model, x, y, eps=[])
 
 
 @pytest.mark.slow
@@ -180,13 +192,14 @@ def test_trajectory_callback_and_loader(tmp_path):
     t = load_trajectory([tmp_path / "a", tmp_path / "a"], names=["first", "second"])
     assert set(t["run"]) == {"first", "second"} and set(t["epoch"]) == {1, 2}
     assert set(t["layer"]) == {"stage2", "pool"} and set(t["metric"]) == set(GAP_METRICS)
-    one = t.where((t["run"] == "first") & (t["epoch"] == 2) & (t["layer"] == "pool") & (t["metric"] == "l2")
-                  & (t["outcome"] == "all"))
-    assert one.num_rows == 1 and one["n"][0] == 40 and one["lo"][0] <= one["mean"][0] <= one["hi"][0]
+    assert isinstance(t, pd.DataFrame) and set(t.columns) <= set(COLUMNS)
+    one = t[(t["run"] == "first") & (t["epoch"] == 2) & (t["layer"] == "pool") & (t["metric"] == "l2")
+            & (t["outcome"] == "all")]
+    assert len(one) == 1 and one["n"].iloc[0] == 40 and one["lo"].iloc[0] <= one["mean"].iloc[0] <= one["hi"].iloc[0]
     # the recorded mean is the mean over the outcome groups, weighted by their sizes
-    groups = t.where((t["run"] == "first") & (t["epoch"] == 2) & (t["layer"] == "pool") & (t["metric"] == "l2")
-                     & (t["outcome"] != "all"))
-    assert (groups["mean"] * groups["n"]).sum() / groups["n"].sum() == pytest.approx(one["mean"][0])
+    groups = t[(t["run"] == "first") & (t["epoch"] == 2) & (t["layer"] == "pool") & (t["metric"] == "l2")
+               & (t["outcome"] != "all")]
+    assert (groups["mean"] * groups["n"]).sum() / groups["n"].sum() == pytest.approx(one["mean"].iloc[0])
     # resume configs store the layers as a list: reading them back gives the same config
     assert TrainConfig.from_dict(json.loads((tmp_path / "a" / "config.json").read_text())["config"]).probe_layers == \
         ("stage2", "pool")

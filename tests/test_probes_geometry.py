@@ -8,6 +8,7 @@ import itertools
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.optimize import minimize
@@ -15,8 +16,10 @@ from scipy.spatial.distance import cdist, pdist
 from scipy.special import logsumexp
 from torch import nn
 
+from featgap.attacks import lipschitz_ratio, pgd_best
 from featgap.errors import FeatgapError
 from featgap.models import create
+from featgap.probes import COLUMNS
 from featgap.probes.geometry import (alignment, centroid_misalignment, class_centroids, knn_accuracy,
                                      linear_probe_accuracy, local_lipschitz, uniformity)
 
@@ -308,17 +311,24 @@ def tanh_model(w1: np.ndarray, b1: np.ndarray, w2: np.ndarray) -> nn.Sequential:
     return model
 
 
+def lipschitz(model: nn.Module, x: torch.Tensor, **kwargs) -> torch.Tensor:
+    """The ``lipschitz`` column of :func:`local_lipschitz` for one layer, as a tensor (labels are all 0)."""
+    df = local_lipschitz(model, x, torch.zeros(len(x), dtype=torch.long), **kwargs)
+    assert list(df.columns) == ["sample", "label", "layer", "lipschitz"] and df["layer"].nunique() <= 1
+    return torch.from_numpy(df["lipschitz"].to_numpy().copy())
+
+
 def test_linear_one_row_reaches_the_l1_norm_of_w():
     # max over the L∞ ball of |w·δ| / ‖δ‖∞ is ‖w‖₁, at δ = ε·sign(w); x = 0.5, ε = 0.1 keeps [0, 1] from binding
     w = torch.randn(1, 64)
     x = torch.full((16, 1, 8, 8), 0.5)
-    lip = local_lipschitz(linear_model(w), x, eps=0.1, layer="1", seed=0)
+    lip = lipschitz(linear_model(w), x, eps=0.1, layers="1", seed=0)
     exact = w.abs().sum().item()
     assert lip.shape == (16,) and lip.dtype == torch.float32
     assert (lip >= 0.99 * exact).all(), (lip / exact).min()
     assert (lip <= exact * (1 + 1e-5)).all()
     # L2 ball: max |w·δ| / ‖δ‖₂ = ‖w‖₂ (Cauchy–Schwarz)
-    lip2 = local_lipschitz(linear_model(w), x, eps=0.5, layer="1", norm="l2", seed=0)
+    lip2 = lipschitz(linear_model(w), x, eps=0.5, layers="1", norm="l2", seed=0)
     exact2 = w.norm().item()
     assert (lip2 >= 0.99 * exact2).all() and (lip2 <= exact2 * (1 + 1e-5)).all()
 
@@ -329,7 +339,7 @@ def test_linear_many_rows_never_exceed_the_exact_maximum():
     signs = np.array(list(itertools.product([-1.0, 1.0], repeat=10)))
     exact = np.abs(signs @ w.numpy().T).sum(1).max()
     x = torch.rand(24, 10, dtype=torch.float64)  # anywhere in [0, 1]: clamping only shrinks the ball
-    lip = local_lipschitz(linear_model(w).double(), x, eps=0.2, layer="1", seed=1)
+    lip = lipschitz(linear_model(w).double(), x, eps=0.2, layers="1", seed=1)
     assert (lip <= exact * (1 + 1e-6)).all()
     assert (lip > 0.3 * exact).all()
 
@@ -342,11 +352,11 @@ def test_tanh_network_matches_its_jacobian_and_respects_the_lipschitz_bound():
     # small ε: f is nearly linear, f(x') − f(x) ≈ J δ with J = w2·diag(1 − tanh²(w1 x + b1))·w1, and
     # the maximum of |J δ|/‖δ‖∞ over the ball is ‖J‖₁
     jac_l1 = np.array([np.abs((w2 * (1 - np.tanh(w1 @ xi + b1) ** 2)) @ w1).sum() for xi in x])
-    lip = local_lipschitz(model, torch.from_numpy(x), eps=1e-3, layer="3", seed=0).double().numpy()
+    lip = lipschitz(model, torch.from_numpy(x), eps=1e-3, layers="3", seed=0).double().numpy()
     np.testing.assert_allclose(lip, jac_l1, rtol=0.02)
     # any ε: |tanh a − tanh a'| ≤ |a − a'|, so ‖f(x) − f(x')‖₁ ≤ Σ(|w2|·|w1|)·‖x − x'‖∞
     bound = (np.abs(w2) @ np.abs(w1)).sum()
-    lip = local_lipschitz(model, torch.from_numpy(x), eps=0.3, layer="3", steps=5, seed=0).double().numpy()
+    lip = lipschitz(model, torch.from_numpy(x), eps=0.3, layers="3", steps=5, seed=0).double().numpy()
     assert (lip <= bound).all() and (lip > 0).all()
 
 
@@ -358,36 +368,81 @@ def test_smallcnn_is_finite_positive_and_leaves_model_untouched(recording_smallc
     model.head.weight.grad = torch.ones_like(model.head.weight)  # an existing .grad must stay as it is
     x = torch.rand(6, 1, 28, 28)
     rng_state = torch.get_rng_state()
-    lip = local_lipschitz(model, x, eps=0.1, steps=3, batch_size=4, seed=0)
+    lip = lipschitz(model, x, eps=0.1, steps=3, batch_size=4, seed=0)
     assert torch.equal(torch.get_rng_state(), rng_state)  # a seed leaves torch's global RNG alone
     assert lip.shape == (6,) and torch.isfinite(lip).all() and (lip > 0).all()
     assert [m.training for m in model.modules()] == before
     assert seen and not any(seen)
     assert torch.equal(model.head.weight.grad, torch.ones_like(model.head.weight))
     assert all(p.grad is None for n, p in model.named_parameters() if n != "head.weight")
-    assert torch.equal(local_lipschitz(model, x, eps=0.1, steps=3, batch_size=4, seed=0), lip)  # reproducible
+    assert torch.equal(lipschitz(model, x, eps=0.1, steps=3, batch_size=4, seed=0), lip)  # reproducible
     u8 = (x * 255).round().to(torch.uint8)
-    assert torch.allclose(local_lipschitz(model, u8, eps=0.1, steps=3, seed=0),
-                          local_lipschitz(model, u8.float() / 255, eps=0.1, steps=3, seed=0))
+    assert torch.allclose(lipschitz(model, u8, eps=0.1, steps=3, seed=0),
+                          lipschitz(model, u8.float() / 255, eps=0.1, steps=3, seed=0))
     for layer, pool in [("logits", "avg"), ("stage1", "flatten"), ("stage2", "avg")]:
-        other = local_lipschitz(model, x[:2], eps=0.1, steps=2, layer=layer, pool=pool, seed=0)
+        other = lipschitz(model, x[:2], eps=0.1, steps=2, layers=layer, pool=pool, seed=0)
         assert other.shape == (2,) and torch.isfinite(other).all() and (other > 0).all(), layer
+    # several layers: one ascent each, each seeded afresh, so a layer's rows do not depend on the others
+    y = torch.arange(6)
+    both = local_lipschitz(model, x, y, eps=0.1, steps=3, batch_size=4, seed=0, layers=["stage2", "pool"])
+    assert list(both["layer"]) == ["stage2"] * 6 + ["pool"] * 6 and list(both["label"]) == list(range(6)) * 2
+    np.testing.assert_array_equal(both[both["layer"] == "pool"]["lipschitz"].to_numpy(), lip.numpy())
+    assert set(both.columns) <= set(COLUMNS)
 
 
 def test_local_lipschitz_rejects_bad_input():
     model = create("smallcnn", 10, 1)
     x = torch.rand(2, 1, 28, 28)
+    y = torch.zeros(2, dtype=torch.long)
     with pytest.raises(FeatgapError, match="eps"):
-        local_lipschitz(model, x, eps=0.0)
+        local_lipschitz(model, x, y, eps=0.0)
+    with pytest.raises(FeatgapError, match="give eps"):
+        local_lipschitz(model, x, y)
     with pytest.raises(FeatgapError, match="unknown norm"):
-        local_lipschitz(model, x, eps=0.1, norm="l1")
+        local_lipschitz(model, x, y, eps=0.1, norm="l1")
     with pytest.raises(FeatgapError, match=r"\[0, 1\]"):
-        local_lipschitz(model, x * 2, eps=0.1)
-    with pytest.raises(FeatgapError, match="one layer name"):
-        local_lipschitz(model, x, eps=0.1, layer=["stage1", "stage2"])
+        local_lipschitz(model, x * 2, y, eps=0.1)
+    with pytest.raises(FeatgapError, match="layer name"):
+        local_lipschitz(model, x, y, eps=0.1, layers=["stage1", 2])
+    with pytest.raises(FeatgapError, match="unknown layer"):
+        local_lipschitz(model, x, y, eps=0.1, layers="nope")
+    with pytest.raises(FeatgapError, match="labels"):
+        local_lipschitz(model, x, y[:1], eps=0.1)
+    with pytest.raises(FeatgapError, match="shape"):
+        local_lipschitz(model, x, y, x[:1])
     with pytest.raises(FeatgapError, match="layer_names"):
-        local_lipschitz(linear_model(torch.ones(1, 4)), torch.rand(2, 4), eps=0.1)
-    assert local_lipschitz(model, x[:0], eps=0.1).shape == (0,)
+        local_lipschitz(linear_model(torch.ones(1, 4)), torch.rand(2, 4), y, eps=0.1)
+    empty = local_lipschitz(model, x[:0], y[:0], eps=0.1)
+    assert len(empty) == 0 and list(empty.columns) == ["sample", "label", "layer", "lipschitz"]
+
+
+def test_local_lipschitz_at_given_points_is_the_ratio_there():
+    # f(x) = Wx + b: the ratio at x' is ‖W(x' − x)‖₁ / ‖x' − x‖, written out in NumPy
+    rng = np.random.default_rng(5)
+    w = rng.normal(size=(3, 10))
+    model = linear_model(torch.from_numpy(w).float())
+    x = rng.uniform(0.2, 0.8, size=(8, 10))
+    x_adv = np.clip(x + rng.uniform(-0.1, 0.1, size=x.shape), 0, 1)
+    d = x_adv - x
+    want_linf = np.abs(d @ w.T).sum(1) / np.abs(d).max(1)
+    want_l2 = np.abs(d @ w.T).sum(1) / np.linalg.norm(d, axis=1)
+    y = torch.arange(8) % 3
+    xt, xa = torch.from_numpy(x).float(), torch.from_numpy(x_adv).float()
+    got = local_lipschitz(model, xt, y, xa, layers="1")
+    np.testing.assert_allclose(got["lipschitz"].to_numpy(), want_linf, rtol=1e-4)
+    got = local_lipschitz(model, xt, y, xa, layers="1", norm="l2")
+    np.testing.assert_allclose(got["lipschitz"].to_numpy(), want_l2, rtol=1e-4)
+    # the ascent's own best points give back its values
+    f = lambda t: model(t)  # noqa: E731
+    with torch.no_grad():
+        f_nat = f(xt)
+    x_best, best = pgd_best(f, xt, None, objective=lipschitz_ratio(xt, f_nat), eps=0.1, steps=5,
+                            generator=torch.Generator().manual_seed(0))
+    assert (x_best - xt).abs().max() <= 0.1 + 1e-6 and x_best.min() >= 0 and x_best.max() <= 1
+    again = local_lipschitz(model, xt, y, x_best, layers="1")["lipschitz"].to_numpy()
+    np.testing.assert_allclose(again, best.numpy(), rtol=1e-5)
+    probe = local_lipschitz(model, xt, y, layers="1", eps=0.1, steps=5, seed=0, batch_size=8)["lipschitz"].to_numpy()
+    np.testing.assert_array_equal(probe, best.numpy())
 
 
 def test_geometry_table_agrees_with_the_single_measures():
@@ -404,7 +459,8 @@ def test_geometry_table_agrees_with_the_single_measures():
     f = extract_features(model, x, ["pool"])["pool"]
     fa = extract_features(model, x_adv, ["pool"])["pool"]
     fr = extract_features(model, xr, ["pool"])["pool"]
-    row = t.where(t["layer"] == "pool").rows()[0]
+    assert isinstance(t, pd.DataFrame) and set(t.columns) <= set(COLUMNS)
+    row = t[t["layer"] == "pool"].to_dict("records")[0]
     mis = centroid_misalignment(f, fa, y, class_centroids(fr, yr))
     assert row["misaligned_nat"] == pytest.approx(mis["nat"]) and row["misaligned_adv"] == pytest.approx(mis["adv"])
     assert row["alignment"] == pytest.approx(alignment(f, fa))
@@ -414,3 +470,9 @@ def test_geometry_table_agrees_with_the_single_measures():
     plain = geometry_table(model, x, y, x_adv, layers="pool")  # no reference: no classifiers
     assert "knn_nat" not in plain and plain["misaligned_nat"][0] == pytest.approx(
         centroid_misalignment(f, fa, y)["nat"])
+    # without x_adv the probe attacks with PGD itself
+    from featgap.probes import adversarial_examples
+
+    made = adversarial_examples(model, x, y, eps=0.1, steps=2, seed=0)
+    pd.testing.assert_frame_equal(geometry_table(model, x, y, layers="pool", eps=0.1, steps=2),
+                                  geometry_table(model, x, y, made, layers="pool"))

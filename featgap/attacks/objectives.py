@@ -10,6 +10,9 @@ from the attack lets one PGD implementation serve every method:
   cross-entropy it never saturates: when a model's logits are huge, softmax rounds to exactly
   one-hot in float32 and the CE gradient is exactly zero (PGD then cannot move — gradient
   masking), while the margin's gradient is still the difference of two logit gradients.
+* :func:`lipschitz_ratio` — the local Lipschitz ratio ``‖f(x') − f(x)‖₁ / ‖x' − x‖`` of any map
+  ``f`` (a layer's output, or the logits); an attack on it estimates the local Lipschitz
+  constant (:func:`featgap.attacks.pgd_best`, used by :func:`featgap.probes.local_lipschitz`).
 
 Per-sample values (not a mean) let restarts keep, for each sample, the strongest example.
 """
@@ -52,3 +55,27 @@ def margin(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tens
     true = logits.gather(1, y[:, None]).squeeze(1)
     others = logits.scatter(1, y[:, None], float("-inf"))
     return others.amax(dim=1) - true
+
+
+def lipschitz_ratio(x: torch.Tensor, f_nat: torch.Tensor, norm: str = "linf") -> Objective:
+    """The local Lipschitz ratio around ``x`` (Yang et al. 2020, arXiv 2003.02460), per sample::
+
+        ratio(x')  =  ‖f(x') − f(x)‖₁ / ‖x' − x‖        (‖·‖∞ for norm="linf", ‖·‖₂ for "l2")
+
+    where ``f`` is the "model" the objective is called with — any callable from images to a
+    ``(B, …)`` output, e.g. one layer's pooled features — and ``f_nat = f(x)`` is computed once by
+    the caller. The denominator is clamped at 1e-12. For L∞ it is differentiated through ``max``,
+    whose gradient goes to one coordinate of largest change (``amax`` spreads it over every tied
+    coordinate, which stalls an ascent once the iterate sits on the faces of the ball). ``y`` is
+    ignored: the ratio does not depend on a label.
+    """
+    x, f_nat = x.detach(), f_nat.detach()
+
+    def ratio(model: Callable[[torch.Tensor], torch.Tensor], x_adv: torch.Tensor, y: torch.Tensor | None = None
+              ) -> torch.Tensor:
+        top = (model(x_adv) - f_nat).flatten(1).abs().sum(dim=1)
+        diff = (x_adv - x).flatten(1)
+        bottom = diff.abs().max(dim=1).values if norm == "linf" else diff.norm(dim=1)
+        return top / bottom.clamp_min(1e-12)
+
+    return ratio

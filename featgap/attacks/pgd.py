@@ -52,14 +52,21 @@ def default_step_size(eps: float, steps: int) -> float:
     return 2.5 * eps / max(steps, 1)
 
 
-def _l2_norm(t: torch.Tensor) -> torch.Tensor:
+def l2_norm(t: torch.Tensor) -> torch.Tensor:
+    """Per-sample L2 norm of a batch ``(B, ...)``, at least 1e-12, shaped ``(B, 1, …, 1)`` to broadcast against it."""
     return t.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * (t.ndim - 1)))
 
 
-def _project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+def project(delta: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
+    """Per sample, the perturbation ``delta`` projected onto the ``norm``-ball of radius ``eps`` (clip or rescale)."""
     if norm == "linf":
         return delta.clamp(-eps, eps)
-    return delta * (eps / _l2_norm(delta)).clamp(max=1.0)
+    return delta * (eps / l2_norm(delta)).clamp(max=1.0)
+
+
+def step_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
+    """The steepest-ascent step of unit size for ``norm``: ``sign(g)`` for L∞, ``g / ‖g‖₂`` for L2."""
+    return grad.sign() if norm == "linf" else grad / l2_norm(grad)
 
 
 def _random_start(x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
@@ -67,7 +74,7 @@ def _random_start(x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
         return torch.empty_like(x).uniform_(-eps, eps)
     # uniform in the L2 ball: Gaussian direction, radius ε·U^(1/d)
     direction = torch.randn_like(x)
-    direction = direction / _l2_norm(direction)
+    direction = direction / l2_norm(direction)
     d = x[0].numel()
     radius = eps * torch.rand(x.shape[0], device=x.device).pow(1.0 / d).view(-1, *([1] * (x.ndim - 1)))
     return direction * radius
@@ -91,8 +98,8 @@ def _pgd_once(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, st
         loss = objective(model, x_adv, y).sum()
         (grad,) = torch.autograd.grad(loss, x_adv)
         with torch.no_grad():
-            step = grad.sign() if norm == "linf" else grad / _l2_norm(grad)
-            delta = _project(x_adv + step_size * step - x, eps, norm)
+            step = step_direction(grad, norm)
+            delta = project(x_adv + step_size * step - x, eps, norm)
             x_adv = (x + delta).clamp(0.0, 1.0)
     return x_adv.detach()
 

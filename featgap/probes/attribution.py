@@ -55,11 +55,15 @@ Spearman correlation 0.
 
 Typical use::
 
-    x_adv = pgd(model, x, y, eps=0.3, steps=10)
-    cmp = compare_attributions(model, x, x_adv, y)          # target = true labels
-    cmp.mean()["integrated_gradients"]["topk_overlap"]        # 1: same top pixels, 0: none shared
+    cmp = compare_attributions(model, x, y, eps=0.3)         # PGD-10 examples, target = true labels
+    cmp.table                                                 # one row per sample × method
+    cmp.mean().loc["integrated_gradients", "topk_overlap"]    # 1: same top pixels, 0: none shared
     cmp.mean(cmp.pred_adv != y)                               # only the samples the attack fooled
     cmp.heatmap("saliency", "adversarial")                   # (N, H, W), ready for imshow
+
+:func:`attribute`, :func:`compare_maps`, :func:`heatmap`, :func:`spearman` and
+:func:`topk_overlap` are tensor-level helpers (maps in, tensors out);
+:func:`compare_attributions` is the probe (model and images in, a table out).
 
 Pure computation: nothing here draws.
 """
@@ -70,13 +74,17 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from featgap.attacks import eval_mode
 from featgap.errors import FeatgapError
+from featgap.probes.adversarial import Attack, with_adversarial
 from featgap.probes.extract import as_float_images, model_device
 from featgap.probes.feature_gap import pairwise_gap
+from featgap.probes.frames import concat, frame
 
 ATTRIBUTION_METHODS = ("integrated_gradients", "saliency", "input_x_gradient")
 ATTRIBUTION_DISTANCES = ("cosine", "l2", "topk_overlap", "spearman")
@@ -174,21 +182,33 @@ def _explainer(method: str, model: nn.Module):  # noqa: ANN202 - a Captum attrib
 def attribute(model: nn.Module, x: torch.Tensor, target: Target, *, method: str = "integrated_gradients",
               baseline: float | torch.Tensor | None = None, n_steps: int = 32, batch_size: int = 64
               ) -> torch.Tensor:
-    """Attribution maps of ``target``'s logit for each input: a float32 CPU tensor shaped like ``x``.
+    """Attribution maps of ``target``'s logit for each input (Captum; a tensor-level helper).
 
-    Args:
-        model: maps images in [0, 1] to ``(N, classes)`` logits (any ``nn.Module``).
-        x: inputs ``(N, C, H, W)`` (any ``(N, ...)``) in [0, 1]; uint8 images are scaled.
-        target: the class to explain — one index for all, or one per sample.
-        method: one of :data:`ATTRIBUTION_METHODS` (see the module docstring for the formulas).
-        baseline: integrated gradients only — the reference input ``x̄``: ``None`` (zeros, a black
-            image), a number (a constant image), or a tensor shaped like ``x`` or like one input.
-        n_steps: integration points of integrated gradients (more: closer to completeness).
-        batch_size: at most this many images — interpolation points, for integrated gradients —
-            go through the model at once.
-
-    The model runs in eval mode (each module's mode is restored afterwards) on its own device;
+    ``"saliency"`` (Simonyan et al. 2014): ``|∂f_t/∂x|``; ``"input_x_gradient"``:
+    ``x ⊙ ∂f_t/∂x``; ``"integrated_gradients"`` (Sundararajan et al. 2017, arXiv 1703.01365):
+    ``(x − x̄) ⊙ ∫₀¹ ∂f_t/∂x(x̄ + α(x − x̄)) dα`` with ``n_steps`` Gauss–Legendre points. The
+    model runs in eval mode (each module's mode is restored afterwards) on its own device;
     gradients are taken with respect to the input only, so no parameter's ``.grad`` changes.
+
+    Arguments:
+        model (nn.Module): maps images in [0, 1] to ``(N, classes)`` logits.
+        x (Tensor): inputs in [0, 1]; uint8 images are scaled.
+        target (int | list[int] | Tensor): the class to explain — one index for all, or one per sample.
+        method (str): one of :data:`ATTRIBUTION_METHODS`. (Default: ``"integrated_gradients"``)
+        baseline (float | Tensor | None): integrated gradients only — the reference input ``x̄``:
+            ``None`` (zeros, a black image), a number (a constant image), or a tensor shaped
+            like ``x`` or like one input. (Default: None)
+        n_steps (int): integration points of integrated gradients. (Default: 32)
+        batch_size (int): at most this many images — interpolation points, for integrated
+            gradients — go through the model at once. (Default: 64)
+
+    Shape:
+        - x: ``(N, C, H, W)`` (any ``(N, …)``). target: ``()`` or ``(N,)``.
+        - output: float32 CPU maps shaped like ``x``.
+
+    Examples::
+        >>> maps = attribute(model, x, y, method="saliency")
+        >>> heatmap(maps).shape            # (N, H, W), ready for imshow
     """
     _check_method(method)
     x = _check_images(x)
@@ -282,8 +302,22 @@ def topk_overlap(a: torch.Tensor, b: torch.Tensor, topk: float = 0.1) -> torch.T
 def compare_maps(a: torch.Tensor, b: torch.Tensor, topk: float = 0.1) -> dict[str, torch.Tensor]:
     """Per-sample ``cosine``, ``l2``, ``topk_overlap`` and ``spearman`` between two batches of maps.
 
-    ``a`` and ``b`` have the same shape ``(N, ...)``; ``(N, C, H, W)`` maps are compared per pixel
-    (their :func:`heatmap`) by the two location measures. See the module docstring for the formulas.
+    ``cosine = 1 − cos(A, A')`` and ``l2 = ‖A/‖A‖₁ − A'/‖A'‖₁‖₂`` on the signed maps;
+    ``topk_overlap`` (:func:`topk_overlap`) and ``spearman`` (:func:`spearman`) on the per-pixel
+    importance (:func:`heatmap` for image maps). See the module docstring for the details; a
+    tensor-level helper.
+
+    Arguments:
+        a, b (Tensor): two batches of maps of one shape.
+        topk (float): fraction of pixels for ``topk_overlap``. (Default: 0.1)
+
+    Shape:
+        - a, b: ``(N, C, H, W)`` (or any ``(N, …)``).
+        - output: ``{"cosine", "l2", "topk_overlap", "spearman"}`` → float32 tensors ``(N,)``.
+
+    Examples::
+        >>> d = compare_maps(attribute(model, x, y), attribute(model, x_adv, y))
+        >>> d["topk_overlap"].mean()
     """
     if not torch.is_tensor(a) or not torch.is_tensor(b) or a.shape != b.shape or a.ndim < 2:
         raise FeatgapError(f"compare_maps needs two (N, ...) map batches of one shape, got "
@@ -305,11 +339,17 @@ def compare_maps(a: torch.Tensor, b: torch.Tensor, topk: float = 0.1) -> dict[st
 class AttributionComparison:
     """Attribution maps of natural and adversarial inputs for the same classes, and how far apart they lie.
 
-    ``natural[method]`` and ``adversarial[method]`` are float32 CPU maps shaped like the inputs;
-    ``distances[method][measure]`` is a ``(N,)`` tensor for each measure of
-    :data:`ATTRIBUTION_DISTANCES`. ``target`` holds the class explained for each sample, chosen by
-    ``target_rule`` (``"label"``, ``"pred"``, ``"adv_pred"`` or ``"given"``); ``pred_nat`` and
-    ``pred_adv`` are the model's predictions, ``labels`` the true labels when they were given.
+    Attributes:
+        table (DataFrame): one row per sample × method, methods in order, with the columns
+            ``sample, label`` (when labels were given) ``, target, nat_pred, adv_pred, method,
+            cosine, l2, topk_overlap, spearman`` (:data:`ATTRIBUTION_DISTANCES`; see
+            :data:`~featgap.probes.COLUMNS`).
+        natural, adversarial (dict[str, Tensor]): per method, float32 CPU maps shaped like the inputs.
+        methods (tuple[str, ...]): the methods compared.
+        target (Tensor): ``(N,)`` the class explained for each sample, chosen by ``target_rule``
+            (``"label"``, ``"pred"``, ``"adv_pred"`` or ``"given"``).
+        pred_nat, pred_adv (Tensor): ``(N,)`` the model's predictions. labels (Tensor | None): the
+            true labels when they were given. topk (float): the fraction used for ``topk_overlap``.
     """
 
     methods: tuple[str, ...]
@@ -317,7 +357,7 @@ class AttributionComparison:
     target_rule: str
     natural: dict[str, torch.Tensor]
     adversarial: dict[str, torch.Tensor]
-    distances: dict[str, dict[str, torch.Tensor]]
+    table: pd.DataFrame
     pred_nat: torch.Tensor
     pred_adv: torch.Tensor
     labels: torch.Tensor | None = None
@@ -326,20 +366,30 @@ class AttributionComparison:
     def __len__(self) -> int:
         return int(self.target.shape[0])
 
+    def distances(self, method: str) -> dict[str, torch.Tensor]:
+        """The four measures of one method as float32 tensors ``(N,)``, in sample order."""
+        self._check(method)
+        rows = self.table[self.table["method"] == method]
+        return {k: torch.from_numpy(rows[k].to_numpy().copy()) for k in ATTRIBUTION_DISTANCES}
+
     def heatmap(self, method: str, which: str = "natural") -> torch.Tensor:
         """``(N, H, W)`` per-pixel maps (``Σ_c |A_c|``) of ``which`` = ``"natural"`` or ``"adversarial"``."""
-        if method not in self.methods:
-            raise FeatgapError(f"no {method!r} maps in this comparison; it holds: {', '.join(self.methods)}")
+        self._check(method)
         if which not in ("natural", "adversarial"):
             raise FeatgapError(f"which must be 'natural' or 'adversarial', got {which!r}")
         return heatmap((self.natural if which == "natural" else self.adversarial)[method])
 
-    def mean(self, mask: torch.Tensor | None = None) -> dict[str, dict[str, float]]:
-        """Mean of every measure per method, over all samples or those where the boolean ``mask`` is set."""
-        out: dict[str, dict[str, float]] = {}
-        for method, measures in self.distances.items():
-            out[method] = {k: float((v if mask is None else v[mask]).mean()) for k, v in measures.items()}
-        return out
+    def mean(self, mask: torch.Tensor | None = None) -> pd.DataFrame:
+        """Mean of every measure per method (rows, in order), over all samples or where the boolean ``mask`` is set."""
+        out = {}
+        for method in self.methods:
+            d = self.distances(method)
+            out[method] = {k: float((v if mask is None else v[mask]).mean()) for k, v in d.items()}
+        return pd.DataFrame.from_dict(out, orient="index").rename_axis("method")
+
+    def _check(self, method: str) -> None:
+        if method not in self.methods:
+            raise FeatgapError(f"no {method!r} maps in this comparison; it holds: {', '.join(self.methods)}")
 
 
 def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -351,23 +401,44 @@ def _predict(model: nn.Module, x: torch.Tensor, batch_size: int) -> torch.Tensor
     return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
 
 
-def compare_attributions(model: nn.Module, x_nat: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor | None = None,
+def compare_attributions(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, x_adv: torch.Tensor | None = None,
                          *, methods: str | Sequence[str] = ATTRIBUTION_METHODS, target: str | Target = "label",
-                         baseline: float | torch.Tensor | None = None, n_steps: int = 32, batch_size: int = 64,
-                         topk: float = 0.1) -> AttributionComparison:
+                         eps: float | None = None, steps: int = 10, norm: str = "linf", attack: Attack | None = None,
+                         seed: int | None = 0, baseline: float | torch.Tensor | None = None, n_steps: int = 32,
+                         batch_size: int = 64, topk: float = 0.1) -> AttributionComparison:
     """Attribution maps of natural and adversarial inputs for the same class, compared per sample.
 
-    Args:
-        model: maps images in [0, 1] to ``(N, classes)`` logits.
-        x_nat, x_adv: natural inputs and their adversarial examples, same shape ``(N, C, H, W)``.
-        y: the true labels ``(N,)``; needed for ``target="label"`` and then kept as ``labels``.
-        methods: one method or several of :data:`ATTRIBUTION_METHODS` (default: all).
-        target: the class explained in *both* maps of a sample — ``"label"`` (the true class:
-            where is the evidence for it, before and after the attack?), ``"pred"`` (the class the
-            model predicts for the natural input), ``"adv_pred"`` (the class the attack pushed the
-            model to: where does the evidence for it come from?), or explicit class indices.
+    Computes, for each method, the maps ``A = A_t(x)`` and ``A' = A_t(x_adv)`` of the *same*
+    class ``t`` — both answer "where is the evidence for ``t``?" — and four per-sample measures
+    of how much the answer changed (:func:`compare_maps`)::
+
+        cosine = 1 − cos(A, A')            l2 = ‖A/‖A‖₁ − A'/‖A'‖₁‖₂
+        topk_overlap = |top_k(A) ∩ top_k(A')| / k        spearman = ρ(heatmap(A), heatmap(A'))
+
+    Methods: saliency (Simonyan et al. 2014), input × gradient, integrated gradients
+    (Sundararajan et al. 2017, arXiv 1703.01365), computed with Captum.
+
+    Arguments:
+        model (nn.Module): maps images in [0, 1] to ``(N, classes)`` logits.
+        x (Tensor): natural inputs. y (Tensor | None): true labels; needed for ``target="label"``
+            and for the attack, then kept as ``labels``.
+        x_adv (Tensor | None): adversarial examples; made with PGD at ``eps`` when ``None``.
+        methods (str | list[str]): one or several of :data:`ATTRIBUTION_METHODS`. (Default: all)
+        target (str | int | Tensor): the class explained in *both* maps of a sample — ``"label"``
+            (the true class), ``"pred"`` (the model's class for ``x``), ``"adv_pred"`` (the class
+            the attack pushed the model to) or explicit class indices. (Default: ``"label"``)
+        eps, steps, norm, attack, seed: the attack (see :func:`adversarial_examples`).
         baseline: integrated gradients' reference input (default: a black image), see :func:`attribute`.
-        n_steps, batch_size: as for :func:`attribute`. topk: fraction of pixels for ``topk_overlap``.
+        n_steps, batch_size: as for :func:`attribute`. topk (float): fraction of pixels for
+            ``topk_overlap``. (Default: 0.1)
+
+    Shape:
+        - x, x_adv: ``(N, C, H, W)``. y: ``(N,)``.
+        - output: :class:`AttributionComparison`; its ``table`` has ``N × len(methods)`` rows.
+
+    Examples::
+        >>> cmp = compare_attributions(model, x, y, eps=0.3)
+        >>> cmp.table.groupby(["method", cmp.table.adv_pred != cmp.table.label])["topk_overlap"].mean()
     """
     names = (methods,) if isinstance(methods, str) else tuple(methods)
     if not names:
@@ -376,18 +447,22 @@ def compare_attributions(model: nn.Module, x_nat: torch.Tensor, x_adv: torch.Ten
         raise FeatgapError(f"methods lists a method twice: {list(names)}")
     for m in names:
         _check_method(m)
-    x_nat, x_adv = _check_images(x_nat, "x_nat"), _check_images(x_adv, "x_adv")
-    if x_nat.shape != x_adv.shape:
-        raise FeatgapError(f"x_nat and x_adv must have one shape, got {tuple(x_nat.shape)} and {tuple(x_adv.shape)}")
+    x = _check_images(x, "x")
+    if x_adv is None:
+        x_adv = with_adversarial(model, x, y, None, eps=eps, steps=steps, norm=norm, attack=attack,
+                                 batch_size=batch_size, seed=seed)
+    x_adv = _check_images(x_adv, "x_adv")
+    if x.shape != x_adv.shape:
+        raise FeatgapError(f"x and x_adv must have one shape, got {tuple(x.shape)} and {tuple(x_adv.shape)}")
     _check_counts(n_steps, batch_size)
     if not isinstance(topk, (int, float)) or not 0.0 < topk <= 1.0:
         raise FeatgapError(f"topk is a fraction of the pixels in (0, 1], got {topk!r}")
-    n = len(x_nat)
+    n = len(x)
     if n == 0:
-        raise FeatgapError("x_nat is empty: compare at least one input")
-    num_classes = _num_classes(model, x_nat)
+        raise FeatgapError("x is empty: compare at least one input")
+    num_classes = _num_classes(model, x)
     labels = None if y is None else _targets(y, n, num_classes, name="y", per_sample=True)
-    pred_nat, pred_adv = _predict(model, x_nat, batch_size), _predict(model, x_adv, batch_size)
+    pred_nat, pred_adv = _predict(model, x, batch_size), _predict(model, x_adv, batch_size)
     if isinstance(target, str):
         if target not in TARGET_RULES:
             raise FeatgapError(f"unknown target rule {target!r}; choose one of: {', '.join(TARGET_RULES)}, "
@@ -397,13 +472,16 @@ def compare_attributions(model: nn.Module, x_nat: torch.Tensor, x_adv: torch.Ten
         t, rule = {"label": labels, "pred": pred_nat, "adv_pred": pred_adv}[target], target
     else:
         t, rule = _targets(target, n, num_classes), "given"
-    base = _baseline(baseline, x_nat)
-    natural, adversarial, distances = {}, {}, {}
+    base = _baseline(baseline, x)
+    natural, adversarial, parts = {}, {}, []
     for m in names:
         b = base if m == "integrated_gradients" else 0.0
-        natural[m] = _attribute(model, x_nat, t, m, b, n_steps, batch_size)
+        natural[m] = _attribute(model, x, t, m, b, n_steps, batch_size)
         adversarial[m] = _attribute(model, x_adv, t, m, b, n_steps, batch_size)
-        distances[m] = compare_maps(natural[m], adversarial[m], topk)
+        parts.append(frame({"sample": np.arange(n), **({"label": labels} if labels is not None else {}),
+                            "target": t, "nat_pred": pred_nat, "adv_pred": pred_adv,
+                            "method": np.full(n, m, dtype=object),
+                            **compare_maps(natural[m], adversarial[m], topk)}))
     return AttributionComparison(methods=names, target=t.clone(), target_rule=rule, natural=natural,
-                                 adversarial=adversarial, distances=distances, pred_nat=pred_nat, pred_adv=pred_adv,
+                                 adversarial=adversarial, table=concat(parts), pred_nat=pred_nat, pred_adv=pred_adv,
                                  labels=labels, topk=float(topk))

@@ -45,7 +45,7 @@ for euclidean, cosine and manhattan distances), which is the same graph a few se
 
 Results are cached on disk by a content hash (sha256 of the input arrays' bytes, dtype and
 shape, the method, every parameter and the library versions) as ``<cache_dir>/<hash>.npz``,
-written atomically. The default folder is ``$FEATGAP_CACHE/embeddings``, else
+written atomically (the shared disk cache, :mod:`featgap.cache`). The default folder is ``$FEATGAP_CACHE/embeddings``, else
 ``~/.cache/featgap/embeddings``. A repeated call returns from the cache in milliseconds
 without importing umap; an unreadable cache file is ignored (with a warning) and replaced.
 ``cache=False`` neither reads nor writes.
@@ -53,8 +53,6 @@ without importing umap; an unreadable cache file is ignored (with a warning) and
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sys
 import warnings
@@ -66,9 +64,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+import pandas as pd
 
+from featgap import cache as fg_cache
 from featgap.errors import FeatgapError
-from featgap.runs import _atomic
 
 METHODS = ("umap", "pca", "tsne")
 SEQUENCE_METHODS = ("aligned_umap", "pca")
@@ -111,6 +110,18 @@ class Embedding:
             raise FeatgapError("this embedding has no adversarial points: pass f_adv to embed()")
         return np.linalg.norm(self.adv.astype(np.float64) - self.nat, axis=1)
 
+    @property
+    def table(self) -> pd.DataFrame:
+        """The points as a tidy DataFrame, natural rows first: ``sample, input, dim1, dim2[, dim3 …]``.
+
+        ``input`` is ``"nat"`` or ``"adv"``; ``sample`` pairs a natural point with its
+        adversarial partner, e.g. ``px.scatter(emb.table, x="dim1", y="dim2", color="input",
+        hover_name="sample")``.
+        """
+        coords, kind, pair = self.points()
+        return pd.DataFrame({"sample": pair, "input": kind.astype(object),
+                             **{f"dim{j + 1}": coords[:, j] for j in range(coords.shape[1])}})
+
     def points(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Everything as one table for plotting: ``(coords (M, k), kind (M,), pair (M,))``.
 
@@ -128,20 +139,35 @@ class Embedding:
 # ---------------------------------------------------------------- public functions
 def embed(f_nat: FeatureArray, f_adv: FeatureArray | None = None, *, method: str = "umap", n_components: int = 2,
           seed: int | None = 0, cache: bool = True, cache_dir: str | Path | None = None, **params: Any) -> Embedding:
-    """Embed natural features (and their adversarial partners) into ``n_components`` dimensions.
+    """Map natural features and their adversarial partners into ``n_components`` dimensions, in one space.
 
-    Args:
-        f_nat: ``(N, D)`` features of natural inputs (torch or NumPy; see :mod:`featgap.probes.extract`).
-        f_adv: ``(N, D)`` features of their adversarial examples, row by row, or ``None``.
-        method: ``"umap"``, ``"pca"`` or ``"tsne"``.
-        n_components: dimensions of the map (t-SNE: at most 3).
-        seed: fixes the result (``None``: UMAP runs multi-threaded, results vary and are not cached).
-        cache: read and write the on-disk cache. cache_dir: its folder (default :func:`default_cache_dir`).
+    The rows ``[f_nat; f_adv]`` are stacked, embedded by one fit and split again, so
+    ``emb.adv[i]`` is the adversarial partner of ``emb.nat[i]``. Methods: ``"pca"`` (linear,
+    exact), ``"umap"`` (McInnes et al. 2018, arXiv 1802.03426) and ``"tsne"`` (van der Maaten &
+    Hinton 2008); only the neighbourhoods of a UMAP or t-SNE map are meaningful. A feature-level
+    function: extract the features first (:func:`~featgap.probes.extract_features`). Cached on
+    disk by content hash (:mod:`featgap.cache`).
+
+    Arguments:
+        f_nat (Tensor | ndarray): features of natural inputs.
+        f_adv (Tensor | ndarray | None): features of their adversarial examples, row by row. (Default: None)
+        method (str): ``"umap"``, ``"pca"`` or ``"tsne"``. (Default: ``"umap"``)
+        n_components (int): dimensions of the map (t-SNE: at most 3). (Default: 2)
+        seed (int | None): fixes the result; ``None``: UMAP runs multi-threaded, results vary and
+            are not cached. (Default: 0)
+        cache (bool): read and write the on-disk cache. (Default: True)
+        cache_dir (path | None): its folder. (Default: :func:`default_cache_dir`)
         **params: passed to the estimator (``umap.UMAP``, ``sklearn.decomposition.PCA`` or
             ``sklearn.manifold.TSNE``), e.g. ``n_neighbors=30`` or ``perplexity=50``.
 
-    Returns:
-        an :class:`Embedding` whose ``params`` list every setting, defaults included.
+    Shape:
+        - f_nat, f_adv: ``(N, D)``.
+        - output: an :class:`Embedding`: ``nat``, ``adv`` ``(N, k)`` float32 arrays, ``table`` a
+          DataFrame of ``2N`` rows (``sample, input, dim1 … dimk``), ``params`` every setting.
+
+    Examples::
+        >>> emb = embed(feats["pool"], feats_adv["pool"], method="pca")
+        >>> px.scatter(emb.table, x="dim1", y="dim2", color="input", hover_name="sample")
     """
     if method not in METHODS:
         raise FeatgapError(f"unknown embedding method {method!r}; choose one of: {', '.join(METHODS)}"
@@ -167,21 +193,28 @@ def embed(f_nat: FeatureArray, f_adv: FeatureArray | None = None, *, method: str
 def embed_sequence(features_list: Sequence[Any], *, method: str = "aligned_umap", n_components: int = 2,
                    seed: int | None = 0, cache: bool = True, cache_dir: str | Path | None = None,
                    **params: Any) -> list[Embedding]:
-    """Embed the same samples at several checkpoints into maps that stay comparable.
+    """Embed the same samples at several checkpoints into maps that stay comparable frame by frame.
 
-    Args:
-        features_list: one entry per checkpoint, each ``(f_nat, f_adv)`` (or ``f_nat`` alone, or
-            ``(f_nat, None)``); every checkpoint holds the same N samples in the same order.
-        method: ``"aligned_umap"`` — umap-learn's ``AlignedUMAP``, sample ``i`` of one checkpoint
-            tied to sample ``i`` of the next (natural and adversarial rows alike); extra
-            settings ``alignment_regularisation`` (1e-2: stronger keeps points stiller) and
-            ``alignment_window_size`` (3). ``"pca"`` — one PCA fitted on the rows of *all*
-            checkpoints together, applied to each: a fixed linear frame, so identical features
-            get identical coordinates and every movement is real (needs the same D throughout).
+    ``"aligned_umap"`` uses umap-learn's ``AlignedUMAP``, which ties sample ``i`` of one
+    checkpoint to sample ``i`` of the next (natural and adversarial rows alike); ``"pca"`` fits
+    one PCA on the rows of *all* checkpoints together and applies it to each: a fixed linear
+    frame, so identical features get identical coordinates and every movement is real.
+
+    Arguments:
+        features_list (list): one entry per checkpoint, each ``(f_nat, f_adv)`` (or ``f_nat``
+            alone, or ``(f_nat, None)``); every checkpoint holds the same N samples in the same order.
+        method (str): ``"aligned_umap"`` (extra settings ``alignment_regularisation``, 1e-2:
+            stronger keeps points stiller, and ``alignment_window_size``, 3) or ``"pca"`` (needs
+            the same D throughout). (Default: ``"aligned_umap"``)
         n_components, seed, cache, cache_dir, params: as for :func:`embed`.
 
-    Returns:
-        one :class:`Embedding` per checkpoint, in order.
+    Shape:
+        - each f_nat, f_adv: ``(N, D)`` (D may change between checkpoints for aligned_umap).
+        - output: one :class:`Embedding` per checkpoint, in order.
+
+    Examples::
+        >>> maps = embed_sequence([(f[e], f_adv[e]) for e in epochs], method="pca")
+        >>> pd.concat([m.table.assign(epoch=e) for e, m in zip(epochs, maps)])   # for an animated scatter
     """
     if method not in SEQUENCE_METHODS:
         raise FeatgapError(f"unknown sequence method {method!r}; choose one of: {', '.join(SEQUENCE_METHODS)}")
@@ -210,7 +243,7 @@ def embed_sequence(features_list: Sequence[Any], *, method: str = "aligned_umap"
 
 def default_cache_dir() -> Path:
     """Where embeddings are cached: ``$FEATGAP_CACHE/embeddings``, else ``~/.cache/featgap/embeddings``."""
-    return _cache_root() / "embeddings"
+    return fg_cache.folder("embeddings")
 
 
 # ---------------------------------------------------------------- input checks
@@ -398,14 +431,9 @@ def _quiet_umap() -> Iterator[None]:
 _UMAP_READY = False
 
 
-def _cache_root() -> Path:
-    env = os.environ.get("FEATGAP_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "featgap"
-
-
 def numba_cache_dir() -> Path:
     """Where numba keeps compiled code unless ``NUMBA_CACHE_DIR`` says otherwise: ``<featgap cache>/numba``."""
-    return _cache_root() / "numba"
+    return fg_cache.folder("numba")
 
 
 def _import_umap() -> Any:
@@ -452,7 +480,7 @@ def _enable_umap_jit_cache() -> int:
     return count
 
 
-# ---------------------------------------------------------------- the embedding cache
+# ---------------------------------------------------------------- the embedding cache (featgap.cache)
 @lru_cache(maxsize=None)
 def _version(dist: str) -> str:
     from importlib.metadata import PackageNotFoundError, version
@@ -468,66 +496,21 @@ def _versions(method: str) -> dict[str, str]:
     return {d: _version(d) for d in dists} | {"numpy": np.__version__}
 
 
-def _canonical(value: Any) -> Any:
-    """A JSON-able stand-in for a parameter value; arrays by content, other objects by repr."""
-    if isinstance(value, dict):
-        return {str(k): _canonical(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_canonical(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return {"ndarray": hashlib.sha256(np.ascontiguousarray(value).tobytes()).hexdigest(),
-                "dtype": value.dtype.str, "shape": list(value.shape)}
-    if isinstance(value, np.generic):
-        return value.item()
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    return repr(value)  # e.g. a callable metric: includes its address, so it never matches by mistake
-
-
 def content_hash(kind: str, arrays: Sequence[np.ndarray | None], method: str, settings: dict) -> str:
     """sha256 over the arrays (bytes, dtype, shape), the method, all settings and library versions."""
-    h = hashlib.sha256()
-    header = {"format": _FORMAT, "kind": kind, "method": method, "settings": _canonical(settings),
-              "versions": _versions(method)}
-    h.update(json.dumps(header, sort_keys=True).encode())
-    for a in arrays:
-        if a is None:
-            h.update(b"|none")
-            continue
-        a = np.ascontiguousarray(a)
-        h.update(f"|{a.dtype.str}{a.shape}|".encode())
-        h.update(memoryview(a).cast("B"))
-    return h.hexdigest()
+    header = {"format": _FORMAT, "kind": kind, "method": method, "settings": settings, "versions": _versions(method)}
+    return fg_cache.content_hash(header, arrays)
 
 
 def _cache_path(cache_dir: str | Path | None, kind: str, arrays: Sequence[np.ndarray | None], method: str,
                 settings: dict) -> Path:
-    folder = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    return folder / f"{content_hash(kind, arrays, method, settings)}.npz"
+    return fg_cache.folder("embeddings", cache_dir) / f"{content_hash(kind, arrays, method, settings)}.npz"
 
 
 def _read_cache(path: Path, shapes: dict[str, tuple[int, int]]) -> dict[str, np.ndarray] | None:
-    """The arrays stored at ``path`` if it exists and holds exactly ``shapes``; else ``None``."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            out = {name: np.array(npz[name]) for name in npz.files}
-        if set(out) != set(shapes) or any(out[n].shape != s or out[n].dtype != np.float32 for n, s in shapes.items()):
-            raise ValueError("unexpected contents")
-        return out
-    except Exception as err:  # noqa: BLE001 - a damaged cache file is a miss, never a crash
-        warnings.warn(f"ignoring unreadable embedding cache file {path} ({type(err).__name__}); recomputing",
-                      RuntimeWarning, stacklevel=3)
-        return None
+    """The arrays stored at ``path`` if it exists and holds exactly ``shapes`` (float32); else ``None``."""
+    return fg_cache.load_arrays(path, shapes, dtype=np.float32, label="embedding cache")
 
 
 def _write_cache(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
-            np.savez(fh, **arrays)
-
-    try:
-        _atomic(path, write)
-    except OSError as err:
-        warnings.warn(f"could not write embedding cache {path}: {err}", RuntimeWarning, stacklevel=3)
+    fg_cache.save_arrays(path, arrays, label="embedding cache")

@@ -43,7 +43,24 @@ LOGITS = "logits"
 
 
 def pool_features(t: torch.Tensor, pool: str = "avg") -> torch.Tensor:
-    """One vector per sample: ``(B, D)`` stays as it is; ``(B, C, …)`` is averaged or flattened."""
+    """One vector per sample from a layer's output, by an explicit pooling choice.
+
+    ``(B, D)`` stays as it is; ``(B, C, …)`` becomes ``(B, C)`` with ``pool="avg"`` (the mean
+    over every dimension after the channel one, as a classifier's global pooling does) or
+    ``(B, C·H·W)`` with ``pool="flatten"`` (position-sensitive, large).
+
+    Arguments:
+        t (Tensor): a layer's output.
+        pool (str): ``"avg"`` or ``"flatten"``. (Default: ``"avg"``)
+
+    Shape:
+        - t: ``(B, D)`` or ``(B, C, …)``.
+        - output: ``(B, D′)``.
+
+    Examples::
+        >>> pool_features(torch.ones(2, 8, 4, 4)).shape
+        torch.Size([2, 8])
+    """
     if pool not in POOLINGS:
         raise FeatgapError(f"unknown pooling {pool!r}; choose one of: {', '.join(POOLINGS)}")
     if t.ndim <= 2:
@@ -101,10 +118,19 @@ class LayerReader:
 
     ``reader(x) -> {layer: (B, D) tensor, ...}`` keeps the autograd graph, so it can be
     differentiated (local Lipschitzness and attribution use this); wrap it in ``torch.no_grad``
-    to only read. Use it as a context manager so that the hooks are removed afterwards::
+    to only read. Modules are read with forward hooks, other names as torchvision FX graph
+    nodes; ``"logits"`` is the model's output. Use it as a context manager so that the hooks are
+    removed afterwards. Creating one checks the names (an unknown layer is an error).
 
-        with LayerReader(model, ["stage2", "pool"]) as read:
-            feats = read(x)
+    Arguments:
+        model (nn.Module): any module.
+        layers (str | list[str] | None): module names, graph nodes or ``"logits"``.
+            (Default: ``model.layer_names``)
+        pool (str): ``"avg"`` or ``"flatten"`` (:func:`pool_features`). (Default: ``"avg"``)
+
+    Examples::
+        >>> with LayerReader(model, ["stage2", "pool"]) as read:
+        ...     feats = read(x)
     """
 
     def __init__(self, model: nn.Module, layers: str | Sequence[str] | None = None, pool: str = "avg") -> None:
@@ -188,12 +214,30 @@ def model_device(model: nn.Module) -> torch.device:
 
 def extract_features(model: nn.Module, x: torch.Tensor, layers: str | Sequence[str] | None = None, *,
                      pool: str = "avg", batch_size: int = 500, desc: str = "features") -> dict[str, torch.Tensor]:
-    """Pooled features of ``x`` at each named layer: ``{layer: (N, D) float32 CPU tensor}``.
+    """Pooled features of ``x`` at each named layer, in batches, without gradients.
 
-    Runs in eval mode without gradients, in batches of ``batch_size`` on the model's device
-    (inputs are moved there and results brought back to the CPU), with a progress bar when
-    there is more than one batch. Add ``"logits"`` to ``layers`` for the model's output.
-    uint8 images (as an :class:`~featgap.data.ImageSet` stores them) are scaled to [0, 1].
+    Runs in eval mode (each module's mode restored afterwards) on the model's device (inputs
+    are moved there and results brought back to the CPU), with a progress bar when there is
+    more than one batch. uint8 images (as an :class:`~featgap.data.ImageSet` stores them) are
+    scaled to [0, 1]. A helper: the probes read their features with it.
+
+    Arguments:
+        model (nn.Module): any module taking images in [0, 1].
+        x (Tensor): images.
+        layers (str | list[str] | None): as for :class:`LayerReader`; add ``"logits"`` for the
+            model's output. (Default: ``model.layer_names``)
+        pool (str): ``"avg"`` or ``"flatten"``. (Default: ``"avg"``)
+        batch_size (int): images per forward pass. (Default: 500)
+        desc (str): the progress bar's label.
+
+    Shape:
+        - x: ``(N, C, H, W)``.
+        - output: ``{layer: (N, D) float32 CPU tensor}``, in the order of ``layers``.
+
+    Examples::
+        >>> feats = extract_features(model, x, ["stage2", "pool", "logits"])
+        >>> feats["pool"].shape
+        torch.Size([1000, 128])
     """
     device = model_device(model)
     parts: dict[str, list[torch.Tensor]] = {}

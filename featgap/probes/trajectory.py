@@ -14,8 +14,9 @@ AFD student it adds rows with ``layer="components"``, ``outcome`` = ``nat`` or `
 metrics ``f1_norm``, ``f2_norm``, ``cos_f1_f2``, ``conf_hit`` (:mod:`featgap.probes.components`). Train with
 it from the command line with ``featgap train --probe-n 200`` (or ``TrainConfig(probe_n=200)``).
 
-:func:`load_trajectory` turns one or several runs back into one tidy table (columns ``run,
-epoch, layer, outcome, metric, mean, lo, hi, n``), ready to plot one line per run and layer.
+:func:`load_trajectory` turns one or several runs back into one tidy ``pandas.DataFrame``
+(columns ``run, epoch, layer, outcome, metric, mean, lo, hi, n``), ready to plot one line per
+run and layer, e.g. ``px.line(df[df.metric == "l2"], x="epoch", y="mean", color="layer")``.
 """
 
 from __future__ import annotations
@@ -24,23 +25,40 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
 from featgap import runs
 from featgap.data import ImageSet
 from featgap.errors import FeatgapError
+from featgap.probes.adversarial import adversarial_examples
 from featgap.probes.components import COMPONENT_STATS, component_norms
-from featgap.probes.feature_gap import GAP_METRICS, adversarial_examples, gap_table
+from featgap.probes.feature_gap import GAP_METRICS, gap_table
+from featgap.probes.frames import frame
 from featgap.probes.summary import summarize
-from featgap.probes.table import Table
 
 
 class GapTrajectory:
-    """Trainer callback: ``callback(model, epoch) -> {"probe": {...}}`` (see the module docstring).
+    """Trainer callback that records the feature gap of a fixed probe subset after every epoch.
 
-    The subset (stratified, ``n`` images) and the PGD random start are fixed, so two epochs
-    differ only by the model. The trainer's RNG stream is left untouched.
+    ``callback(model, epoch) -> {"probe": {...}}`` (see the module docstring for the record):
+    :func:`~featgap.probes.gap_table` on the same stratified ``n`` images, attacked with PGD
+    seeded by ``seed + epoch``, summarised per layer and outcome with bootstrap CIs; for a
+    model with ``components(x)``, :func:`~featgap.probes.component_norms` too. The subset and
+    the attack's random start are fixed, so two epochs differ only by the model; the trainer's
+    RNG stream is left untouched.
+
+    Arguments:
+        data (ImageSet): where the subset comes from (the validation or test split).
+        n (int): images in the subset. eps (float): PGD radius. steps (int): PGD steps. (Default: 10)
+        norm (str): ``"linf"`` or ``"l2"``. layers (list[str] | None): probed layers.
+        pool (str): ``"avg"`` or ``"flatten"``. n_boot (int): bootstrap resamples. (Default: 200)
+        device: where the subset lives. seed (int): subset and attack seed. (Default: 0)
+
+    Examples::
+        >>> Trainer(TrainConfig(probe_n=200), out="runs/x").fit()      # adds this callback
+        >>> load_trajectory("runs/x")
     """
 
     def __init__(self, data: ImageSet, *, n: int, eps: float, steps: int = 10, norm: str = "linf",
@@ -58,30 +76,45 @@ class GapTrajectory:
                                      seed=self.seed + epoch).to(self.x.device)
         t = gap_table(model, self.x, self.y, x_adv, layers=self.layers, pool=self.pool)
         rows = []
-        everyone = t.with_columns(outcome="all")
+        everyone = t.assign(outcome="all")
         for part in (everyone, t):
             s = summarize(part, by=("layer", "outcome"), n_boot=self.n_boot, seed=self.seed)
-            for r in s.rows():
+            for r in s.to_dict("records"):
                 for m in GAP_METRICS:
                     rows.append({"layer": r["layer"], "outcome": r["outcome"], "metric": m, "mean": r[f"{m}_mean"],
                                  "lo": r[f"{m}_lo"], "hi": r[f"{m}_hi"], "n": r["n"]})
-        if callable(getattr(model, "components", None)):  # an AFD student: its components too
-            c = component_norms(model, self.x, x_adv, self.y)
-            for r in summarize(c, by="input", metrics=COMPONENT_STATS, n_boot=self.n_boot, seed=self.seed).rows():
-                for m in COMPONENT_STATS:
+        if callable(getattr(model, "components", None)):  # a disentangled model (AFD): its components too
+            c = component_norms(model, self.x, self.y, x_adv)
+            stats = [m for m in COMPONENT_STATS if m in c.columns]
+            for r in summarize(c, by="input", metrics=stats, n_boot=self.n_boot, seed=self.seed).to_dict("records"):
+                for m in stats:
                     rows.append({"layer": "components", "outcome": r["input"], "metric": m, "mean": r[f"{m}_mean"],
                                  "lo": r[f"{m}_lo"], "hi": r[f"{m}_hi"], "n": r["n"]})
-        first = t.where(t["layer"] == t["layer"][0])
+        first = t[t["layer"] == t["layer"].iloc[0]]
         return {"probe": {"n": len(self.y), "eps": self.eps, "steps": self.steps,
-                          "nat_acc": 100.0 * float(first["nat_correct"].mean()),
-                          "adv_acc": 100.0 * float(first["adv_correct"].mean()), "rows": rows}}
+                          "nat_acc": 100.0 * float(first["nat_correct"].to_numpy().mean()),
+                          "adv_acc": 100.0 * float(first["adv_correct"].to_numpy().mean()), "rows": rows}}
 
 
-def load_trajectory(run_dirs: str | Path | Sequence[str | Path], *, names: Sequence[str] | None = None) -> Table:
-    """The recorded feature-gap trajectory of one or several runs as one tidy table.
+def load_trajectory(run_dirs: str | Path | Sequence[str | Path], *, names: Sequence[str] | None = None
+                    ) -> pd.DataFrame:
+    """The feature-gap trajectory recorded during training (:class:`GapTrajectory`), of one or several runs.
 
-    ``names`` labels the runs in the ``run`` column (default: each directory's name). A run
-    trained without the callback is a one-line error that says how to record one.
+    Reads the ``"probe"`` entries of each run's ``metrics.jsonl``: per epoch, layer and outcome
+    group (``all``, ``robust``, ``flipped``, ``wrong``; for AFD students also ``components`` ×
+    ``nat``/``adv``), the mean of each measure with its bootstrap interval.
+
+    Arguments:
+        run_dirs (path | list[path]): run directories trained with ``--probe-n N``.
+        names (list[str] | None): labels for the ``run`` column. (Default: each directory's name)
+
+    Shape:
+        - output: DataFrame, one row per run × epoch × layer × outcome × metric; columns
+          ``run, epoch, layer, outcome, metric, mean, lo, hi, n``.
+
+    Examples::
+        >>> df = load_trajectory(["runs/pgd_at", "runs/afd"])
+        >>> df.query("metric == 'linf' and outcome == 'all'").pivot(index="epoch", columns=["run", "layer"], values="mean")
     """
     dirs = [run_dirs] if isinstance(run_dirs, (str, Path)) else list(run_dirs)
     if not dirs:
@@ -102,5 +135,5 @@ def load_trajectory(run_dirs: str | Path | Sequence[str | Path], *, names: Seque
                 cols["epoch"].append(rec["epoch"])
                 for k in ("layer", "outcome", "metric", "mean", "lo", "hi", "n"):
                     cols[k].append(row[k])
-    return Table({k: np.asarray(v, dtype=object) if k in ("run", "layer", "outcome", "metric") else np.asarray(v)
+    return frame({k: np.asarray(v, dtype=object) if k in ("run", "layer", "outcome", "metric") else np.asarray(v)
                   for k, v in cols.items()})
