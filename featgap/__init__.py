@@ -1,9 +1,26 @@
 """featgap: see and close the feature gap between natural and adversarial inputs.
 
-The package is layered; lower layers never import higher ones::
+The package is layered. A module may import its own package and any *lower* tier, never a
+higher one or a sibling on its own tier (``tests/test_layers.py`` checks every import, including
+those inside functions)::
 
-    data -> models -> attacks -> methods -> train (one Trainer) -> runs
-         -> evaluate / probes -> cli
+    tier 0  errors · progress · cache        one-line errors, progress bars, the disk cache
+    tier 1  data                             datasets as uint8 tensors, batch loading
+    tier 2  models                           features(x) -> z, head(z) -> logits
+    tier 3  attacks                          PGD / FGSM with pluggable objectives
+    tier 4  runs                             run directories: config.json, metrics, safetensors
+    tier 5  probes  |  methods               measurements on any nn.Module | one loss per method
+    tier 6  train · evaluate · presets       the one Trainer | clean / PGD / AutoAttack | recipes
+    tier 7  demo                             the main job
+    tier 8  cli                              the ``featgap`` command
+
+Run directories sit below methods and probes: they are a storage format (plain models in
+safetensors, metadata in JSON) that training writes and everything else reads, so any layer
+above can load a run without knowing how it was trained. Probes and methods never see each
+other: a method's model exposes what a probe needs (e.g. AFD's ``components()``).
+
+``import featgap`` imports no sub-package (and so not torch): ``featgap.data``,
+``featgap.runs``, ... are loaded on first use, which keeps ``featgap --help`` fast.
 
 Start with ``featgap demo`` on the command line, or in Python::
 
@@ -14,9 +31,21 @@ Start with ``featgap demo`` on the command line, or in Python::
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
+from featgap.errors import FeatgapError
+
 __version__ = "0.1.0"
 
-from featgap import data, models  # noqa: E402  (light imports; torch only)
-from featgap.errors import FeatgapError  # noqa: E402
+_SUBMODULES = ("attacks", "cache", "data", "evaluate", "methods", "models", "presets", "probes", "progress", "runs",
+               "train")
 
-__all__ = ["FeatgapError", "__version__", "data", "models"]
+__all__ = ["FeatgapError", "__version__", *_SUBMODULES]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a sub-package on first access (PEP 562): ``featgap.runs.load(...)`` just works."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"featgap.{name}")
+    raise AttributeError(f"module 'featgap' has no attribute {name!r}")

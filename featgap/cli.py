@@ -10,22 +10,24 @@
 Flags mean the same in every sub-command. Bad input (an unknown name, ε outside [0, 1], a
 checkpoint of another architecture, a missing data folder) prints one line to stderr and
 exits with code 2, before anything is written.
+
+A method's options are ``featgap train`` flags generated from its declaration
+(:attr:`featgap.methods.Method.options`; :func:`method_flags`), so adding a method never
+touches this file. The module imports nothing heavy: :func:`main` builds only the sub-command
+it runs, and ``featgap --help`` imports no torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from featgap.errors import FeatgapError
-from featgap.demo import DEMO_N
-from featgap.methods.afa import AFA, AFATrades
-from featgap.presets import AFD_CIFAR10_WEIGHTS, PRESETS, preset
-from featgap.train.config import FINETUNE_METHODS
 
 if TYPE_CHECKING:
+    from featgap.methods import Option
     from featgap.train.config import TrainConfig
 
 
@@ -38,16 +40,15 @@ class _Parser(argparse.ArgumentParser):
 
 def _config_default(name: str) -> object:
     """``TrainConfig``'s default for field ``name`` (train's help texts quote it, so they cannot drift)."""
-    from dataclasses import fields
+    from featgap.train.config import field_default
 
-    from featgap.train.config import TrainConfig
-
-    return next(f.default for f in fields(TrainConfig) if f.name == name)
+    return field_default(name)
 
 
-def _common(p: argparse.ArgumentParser, *, training: bool, several_eps: bool = False) -> None:
+def _common(p: argparse.ArgumentParser, *, training: bool, several_eps: bool = False, batch_size: int = 0) -> None:
     """Flags every sub-command shares. For ``train`` every default is ``None`` ("not given"):
-    :func:`train_config_from_args` fills it from ``--preset``, then from ``TrainConfig``."""
+    :func:`train_config_from_args` fills it from ``--preset``, then from ``TrainConfig``.
+    ``batch_size``: the default of ``--batch-size`` in the other sub-commands."""
     g = p.add_argument_group("common")
 
     def add(flag: str, literal: object, help: str, field: str | None = None, **kw: object) -> None:
@@ -66,11 +67,11 @@ def _common(p: argparse.ArgumentParser, *, training: bool, several_eps: bool = F
     add("--seed", 0, "random seed", type=int)
     add("--data-root", "data", "where datasets live")
     g.add_argument("--download", action="store_true", default=None if training else False,
-                   help="download the dataset if it is missing")
+                   help="download the dataset if it is missing (default: off)")
     if training:
         add("--batch-size", None, "images per batch", type=int)
     else:
-        g.add_argument("--batch-size", type=int, default=None, help="images per batch")
+        g.add_argument("--batch-size", type=int, default=None, help=f"images per batch (default {batch_size})")
 
 
 PROBE_METRICS_HELP = """\
@@ -82,32 +83,36 @@ metrics (f = features of the natural image, f' = of its adversarial example, per
   outcome      robust (right before and after the attack), flipped (right, then wrong), wrong (wrong already)
   nat_correct  the natural image is classified correctly; adv_correct: the adversarial one is
   lo, hi       95% percentile-bootstrap confidence interval of the mean
+Every CSV column is explained in featgap.probes.COLUMNS; pandas.read_csv reads the file back.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="featgap", description="See and close the feature gap between natural and "
-                     "adversarial inputs.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _add_train(t: argparse.ArgumentParser) -> None:
+    from featgap import methods
+    from featgap.presets import PRESETS
+    from featgap.train.config import FINETUNE_METHODS
 
-    t = sub.add_parser("train", help="train a model; writes a run directory",
-                       description="Train with one of the methods; writes --out (config.json, metrics.jsonl, "
-                       "checkpoints/*.safetensors, summary.json). Rerunning an interrupted command resumes it. "
-                       "Settings come from the flags you give, then from --preset, then from the defaults below.")
+    t.description = ("Train with one of the methods; writes --out (config.json, metrics.jsonl, "
+                     "checkpoints/*.safetensors, summary.json). Rerunning an interrupted command resumes it. "
+                     "Settings come from the flags you give, then from --preset, then from the defaults below.")
     _common(t, training=True)
     d = _config_default
+    registry = methods.METHODS
     t.add_argument("--preset", default=None, metavar="NAME",
                    help="named recipe (featgap/presets.py) used as the base; flags you give override it "
-                   "(its lr milestones are absolute epochs: --epochs does not rescale them): "
+                   "(its lr milestones are absolute epochs: --epochs does not rescale them; default: none): "
                    + ", ".join(PRESETS))
-    t.add_argument("--method", default=None,
-                   help="standard | pgd_at | trades | vaft | afd | afa (pre-training, then --finetune) | "
-                   f"afa_trades; alf and aff are afa's second stages (default {d('method')})")
-    t.add_argument("--epochs", type=int, default=None, help=f"default {d('epochs')}")
-    t.add_argument("--out", required=True, help="run directory to create (or resume)")
+    fine_tuners = [n for n, m in registry.items() if m.needs_init]
+    staged = [n for n, m in registry.items() if m.pretrains]
+    t.add_argument("--method", default=None, metavar="NAME",
+                   help=f"training method, one of: {', '.join(registry)}. {', '.join(fine_tuners)} fine-tune "
+                   f"(--init); {', '.join(staged)} pre-train{'s' if len(staged) == 1 else ''}, then --finetune "
+                   f"(featgap/methods/; default {d('method')})")
+    t.add_argument("--epochs", type=int, default=None, help=f"training epochs (default {d('epochs')})")
+    t.add_argument("--out", required=True, help="run directory to create (or resume); required")
     t.add_argument("--lr", type=float, default=None,
                    help=f"base learning rate (SGD, momentum {d('momentum')}; default {d('lr')})")
-    t.add_argument("--weight-decay", type=float, default=None, help=f"default {d('weight_decay')}")
+    t.add_argument("--weight-decay", type=float, default=None, help=f"SGD weight decay (default {d('weight_decay')})")
     t.add_argument("--schedule", default=None,
                    help=f"piecewise (×0.1 at 50%%, 75%%, or a preset's steps) | cosine | constant "
                    f"(default {d('schedule')})")
@@ -118,17 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PGD step size in training, pixel units (default: 2.5·ε/steps)")
     t.add_argument("--eps-warmup", type=float, default=None,
                    help=f"epochs over which ε ramps up from 0 (default {d('eps_warmup_epochs')})")
-    t.add_argument("--trades-beta", type=float, default=None, help=f"TRADES β (default {d('trades_beta')})")
-    for key, symbol, what in (("alpha", "α", "weight of the confused branch's loss"),
-                              ("beta", "β", "weight of the intrinsic/confused cosine (elimination) loss"),
-                              ("gamma", "γ", "weight of the alignment with the natural teacher")):
-        t.add_argument(f"--afd-{key}", type=float, default=None,
-                       help=f"AFD {symbol}, {what}; only with --method afd (default: the preset's, else the "
-                       f"method's own; the paper's CIFAR-10 value is {AFD_CIFAR10_WEIGHTS[key]:g})")
-    for flag, key, kw, what in AFA_FLAGS:
-        t.add_argument(flag, default=None, **kw, help=f"{what} (afa, afa_trades; default {AFA.defaults[key]})")
-    t.add_argument("--afa-lambda", type=float, default=None,
-                   help=f"λ, weight of the AFA term in afa_trades (default {AFATrades.defaults['lam']})")
     t.add_argument("--finetune", default=None, choices=FINETUNE_METHODS,
                    help="afa's second stage: alf (linear head on the frozen encoder) or aff (whole model), both "
                    "PGD-AT; trained into --out, stage 1 into OUT-pretrain (default alf)")
@@ -137,11 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--finetune-eps-warmup", type=float, default=None, metavar="EPOCHS",
                    help="epochs over which the second stage ramps ε up (default: --eps-warmup)")
     t.add_argument("--extra-data", default=None, metavar="NPZ",
-                   help="extra training images and labels (.npz with 'image' and 'label'), e.g. generated data")
+                   help="extra training images and labels (.npz with 'image' and 'label'), e.g. generated data "
+                   "(default: none)")
     t.add_argument("--extra-fraction", type=float, default=None,
                    help=f"share of each batch drawn from --extra-data (default {d('extra_fraction')})")
     t.add_argument("--ema", type=float, default=None, help="weight-EMA decay, e.g. 0.999 (default: off)")
-    t.add_argument("--init", default=None, help="run directory or .safetensors to start from (vaft and afd need it)")
+    t.add_argument("--init", default=None,
+                   help=f"run directory or .safetensors to start from ({', '.join(fine_tuners)} need it; "
+                   "default: none)")
     t.add_argument("--val-fraction", type=float, default=None,
                    help="carve a validation split from train for per-epoch monitoring (tune on it; "
                    f"default {d('val_fraction')})")
@@ -151,52 +148,143 @@ def build_parser() -> argparse.ArgumentParser:
                    help="record the per-layer feature-gap trajectory (with CIs) on this many images each epoch "
                    f"(default {d('probe_n')})")
     t.add_argument("--probe-layers", nargs="+", default=None, help="layers for --probe-n (default: all layer_names)")
+    g = t.add_argument_group("method options", "Generated from each method's declared options "
+                             "(featgap/methods/). A flag applies only to the methods it names; "
+                             "left out, the option is the preset's, else the method's default.")
+    for flag, (option, owners) in method_flags().items():
+        defaults = {registry[m].defaults[option.name] for m in owners}
+        shown = (f"default {_show(next(iter(defaults)))}" if len(defaults) == 1 else
+                 "defaults " + ", ".join(f"{m} {_show(registry[m].defaults[option.name])}" for m in owners))
+        kw: dict = {"type": _boolean, "metavar": "{true,false}"} if option.type is bool else {"type": option.type}
+        if option.choices is not None and option.type is not bool:
+            kw["choices"] = option.choices
+        else:
+            kw.setdefault("metavar", option.name.upper())
+        g.add_argument(flag, dest=_dest(flag), default=None, **kw,
+                       help=f"{option.help} (--method {' or '.join(owners)}; {shown})".replace("%", "%%"))
 
-    e = sub.add_parser("eval", help="clean / PGD-20 / AutoAttack accuracy of a run, with sanity checks",
-                       description="Evaluate a run on its dataset's test split (EVALUATION.md protocol); "
-                       "writes RUN_DIR/eval.json.")
+
+def _add_eval(e: argparse.ArgumentParser) -> None:
+    e.description = ("Evaluate a run on its dataset's test split (the protocol of docs/evaluation.md: clean, PGD, "
+                     "AutoAttack, sanity checks); writes RUN_DIR/eval.json.")
     e.add_argument("run_dir", help="a run directory written by featgap train")
-    _common(e, training=False)
+    _common(e, training=False, batch_size=250)
     e.add_argument("--n", type=int, default=None, help="stratified test subset size (default: whole test split)")
-    e.add_argument("--norm", default="linf", help="linf | l2")
-    e.add_argument("--pgd-steps", type=int, default=20)
-    e.add_argument("--no-autoattack", action="store_true", help="skip AutoAttack (much faster)")
+    e.add_argument("--norm", default="linf", help="threat model: linf | l2 (default linf)")
+    e.add_argument("--pgd-steps", type=int, default=20, help="steps of the PGD evaluation attack (default 20)")
+    e.add_argument("--no-autoattack", action="store_true",
+                   help="skip AutoAttack, much faster (default: AutoAttack runs)")
 
-    p = sub.add_parser("probe", help="feature gap per sample and layer; writes a CSV, prints a per-layer summary",
-                       description="Attack --n test images of a run with PGD at each --eps, measure the gap "
-                       "between natural and adversarial features at each layer, write one row per "
-                       "(eps, sample, layer) to --out and print the per-layer means with bootstrap 95%% CIs.",
-                       epilog=PROBE_METRICS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def _add_probe(p: argparse.ArgumentParser) -> None:
+    p.description = ("Attack --n test images of a run with PGD at each --eps, measure the gap between natural\n"
+                     "and adversarial features at each layer, write one row per (eps, sample, layer) to --out\n"
+                     "and print the per-layer means with bootstrap 95% CIs.")
+    p.epilog = PROBE_METRICS_HELP
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("run_dir", help="a run directory written by featgap train")
-    _common(p, training=False, several_eps=True)
+    _common(p, training=False, several_eps=True, batch_size=500)
     p.add_argument("--layers", nargs="+", default=None, help="layers to probe (default: the model's layer_names)")
-    p.add_argument("--n", type=int, default=1000, help="stratified test images (default 1000; fewer if the split is smaller)")
+    p.add_argument("--n", type=int, default=1000,
+                   help="stratified test images (default 1000; fewer if the split is smaller)")
     p.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
-    p.add_argument("--norm", default="linf", help="linf | l2")
-    p.add_argument("--pool", default="avg", help="avg (global average of feature maps) | flatten")
+    p.add_argument("--norm", default="linf", help="linf | l2 (default linf)")
+    p.add_argument("--pool", default="avg", help="avg (global average of feature maps) | flatten (default avg)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
     p.add_argument("--out", default=None, help="CSV to write (default RUN_DIR/probe.csv)")
 
-    d = sub.add_parser("data", help="list or download datasets")
-    dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
-    dsub.add_parser("list", help="datasets, their sizes and whether they are on disk").add_argument(
-        "--data-root", default="data")
-    dl = dsub.add_parser("download", help="download a dataset into --data-root (needs network access)")
-    dl.add_argument("name")
-    dl.add_argument("--data-root", default="data")
 
-    m = sub.add_parser("demo", help="the main job: standard, PGD-AT, vAFT, AFD and AFA on mnist5k, evaluated, in minutes",
-                       description="Train smallcnn on the bundled MNIST digits with standard training and PGD-AT, "
-                       "fine-tune the standard model with vAFT and AFD, train AFA (contrastive pre-training, then "
-                       "ALF), evaluate all five (clean, PGD-20, AutoAttack) and print their feature gap and AFD's "
-                       "component norms.")
+def _add_data(d: argparse.ArgumentParser) -> None:
+    d.description = "List the datasets featgap knows, or download one."
+    dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    dl = dsub.add_parser("list", help="datasets, their sizes and whether they are on disk",
+                         description="List the datasets, their sizes and whether they are on disk.")
+    dl.add_argument("--data-root", default="data", help="where datasets live (default data)")
+    dd = dsub.add_parser("download", help="download a dataset into --data-root (needs network access)",
+                         description="Download a dataset into --data-root (needs network access).")
+    dd.add_argument("name", help="dataset name (featgap data list)")
+    dd.add_argument("--data-root", default="data", help="where datasets live (default data)")
+
+
+def _add_demo(m: argparse.ArgumentParser) -> None:
+    from featgap.demo import DEMO_N
+
+    m.description = ("Train smallcnn on the bundled MNIST digits with standard training and PGD-AT, fine-tune the "
+                     "standard model with vAFT and AFD, train AFA (contrastive pre-training, then ALF), evaluate all "
+                     "five (clean, PGD-20, AutoAttack) and print their feature gap and AFD's component norms.")
     m.add_argument("--out", default="runs/demo", help="folder for the demo's runs (default runs/demo)")
     m.add_argument("--n", type=int, default=DEMO_N, help=f"test images to evaluate on (stratified; default {DEMO_N}; "
                    "AutoAttack's time grows with it)")
-    m.add_argument("--device", default="auto")
-    m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--fresh", action="store_true", help="retrain even if finished demo runs exist")
+    m.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps (default auto)")
+    m.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    m.add_argument("--fresh", action="store_true",
+                   help="retrain even if finished demo runs exist (default: off, finished runs are reused)")
+
+
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "train": ("train a model; writes a run directory", _add_train),
+    "eval": ("clean / PGD-20 / AutoAttack accuracy of a run, with sanity checks", _add_eval),
+    "probe": ("feature gap per sample and layer; writes a CSV, prints a per-layer summary", _add_probe),
+    "data": ("list or download datasets", _add_data),
+    "demo": ("the main job: standard, PGD-AT, vAFT, AFD and AFA on mnist5k, evaluated, in minutes", _add_demo),
+}
+"""Sub-command -> (its line in ``featgap --help``, the function that adds its flags)."""
+
+
+def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentParser:
+    """The ``featgap`` parser, with the flags of ``commands`` (default: every sub-command).
+
+    A sub-command left out keeps its name and its line of help, which is all ``featgap --help``
+    shows; :func:`main` builds only the one it runs, so that no other's imports (torch, the
+    methods) are paid for.
+    """
+    wanted = set(COMMANDS) if commands is None else set(commands)
+    parser = _Parser(prog="featgap", description="See and close the feature gap between natural and "
+                     "adversarial inputs.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, (help, add) in COMMANDS.items():
+        p = sub.add_parser(name, help=help, description=help[0].upper() + help[1:] + ".")
+        if name in wanted:
+            add(p)
     return parser
+
+
+def method_flags() -> dict[str, tuple[Option, tuple[str, ...]]]:
+    """``featgap train`` flag -> (the option it sets, the methods that declare it), read from the
+    method registry (``featgap.methods.METHODS``).
+
+    Methods that declare the same :class:`~featgap.methods.Option` (or options with one flag)
+    share the flag. One flag must mean one option name and type everywhere.
+    """
+    from featgap import methods
+
+    found: dict[str, tuple[Option, list[str]]] = {}
+    for name, cls in methods.METHODS.items():
+        for option in cls.options:
+            first, owners = found.setdefault(option.flag, (option, []))
+            if (first.name, first.type, first.choices) != (option.name, option.type, option.choices):
+                raise TypeError(f"{option.flag} is option {first.name} of {', '.join(owners)} but option "
+                                f"{option.name} of {name}; give one of them another flag")
+            owners.append(name)
+    return {flag: (option, tuple(owners)) for flag, (option, owners) in found.items()}
+
+
+def _dest(flag: str) -> str:
+    """The argparse destination of a method flag (its own namespace: never clashes with a TrainConfig flag)."""
+    return "method_option" + flag
+
+
+def _show(value: object) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _boolean(text: str) -> bool:
+    """``true`` / ``false`` (also yes/no, on/off, 1/0) for a bool option."""
+    words = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+    try:
+        return words[text.lower()]
+    except KeyError:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}") from None
 
 
 _TRAIN_FIELDS = {
@@ -204,20 +292,11 @@ _TRAIN_FIELDS = {
     "data_root": "data_root", "download": "download", "batch_size": "batch_size", "method": "method",
     "epochs": "epochs", "lr": "lr", "weight_decay": "weight_decay", "schedule": "schedule", "norm": "norm",
     "attack_steps": "attack_steps", "attack_step_size": "attack_step_size", "eps_warmup": "eps_warmup_epochs",
-    "trades_beta": "trades_beta", "ema": "ema_decay", "init": "init", "val_fraction": "val_fraction",
+    "ema": "ema_decay", "init": "init", "val_fraction": "val_fraction",
     "monitor_n": "monitor_n", "probe_n": "probe_n", "probe_layers": "probe_layers",
     "extra_data": "extra_data", "extra_fraction": "extra_fraction",
 }
 """``featgap train`` flag (argparse dest) -> the :class:`TrainConfig` field it sets."""
-_AFD_OPTIONS = ("alpha", "beta", "gamma")
-"""``--afd-KEY`` sets ``TrainConfig.extra[KEY]``."""
-AFA_FLAGS = (
-    ("--afa-temperature", "temperature", {"type": float}, "AFA τ of the supervised contrastive loss"),
-    ("--afa-anchors", "anchors", {"choices": ("all", "adversarial")}, "AFA anchors: all views or adversarial only"),
-    ("--afa-attack", "attack_objective", {"choices": ("supcon", "ce")},
-     "what AFA's PGD maximises: the contrastive loss or CE through the linear head"),
-)
-"""``featgap train`` flags for AFA's options: (flag, ``TrainConfig.extra`` key, argparse kwargs, help)."""
 
 
 def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -225,12 +304,12 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
 
     ``{**TrainConfig defaults, **preset, **flags given}``: a flag given explicitly wins over
     ``--preset``, which wins over ``TrainConfig``'s defaults (a flag left out is ``None``).
-    ``--afd-alpha/beta/gamma`` are merged over the preset's ``extra`` and need method ``afd``.
-    ``--afa-*`` flags likewise (methods afa, afa_trades), and ``--finetune*`` are merged over the
-    preset's ``finetune`` (method afa).
+    Method flags (:func:`method_flags`) are merged over the preset's ``extra`` and need a method
+    that declares them; ``--finetune*`` are merged over the preset's ``finetune`` (method afa).
     A ``--method`` other than the preset's drops the preset's ``extra`` and ``finetune`` (they belong to
-    the preset's method). Unknown preset or misplaced AFD flags: one-line :class:`FeatgapError`.
+    the preset's method). Unknown preset or misplaced method flags: one-line :class:`FeatgapError`.
     """
+    from featgap.presets import preset
     from featgap.train.config import TrainConfig
 
     values = preset(args.preset) if args.preset is not None else {}
@@ -241,26 +320,29 @@ def train_config_from_args(args: argparse.Namespace) -> TrainConfig:
         values.pop("extra", None)
         values.pop("finetune", None)
     values.update(given)
-    afd = {key: getattr(args, f"afd_{key}") for key in _AFD_OPTIONS if getattr(args, f"afd_{key}") is not None}
     method = values.get("method", _config_default("method"))
-    if afd:
-        _only_for(method, ("afd",), [f"--afd-{key}" for key in afd])
-        values["extra"] = {**values.get("extra", {}), **afd}
-    afa = {key: getattr(args, flag[2:].replace("-", "_")) for flag, key, _, _ in AFA_FLAGS
-           if getattr(args, flag[2:].replace("-", "_")) is not None}
-    if args.afa_lambda is not None:
-        _only_for(method, ("afa_trades",), ["--afa-lambda"])
-        afa["lam"] = args.afa_lambda
-    if afa:
-        _only_for(method, ("afa", "afa_trades"), [f for f, k, _, _ in AFA_FLAGS if k in afa])
-        values["extra"] = {**values.get("extra", {}), **afa}
+    options, misplaced = {}, {}
+    for flag, (option, owners) in method_flags().items():
+        value = getattr(args, _dest(flag), None)
+        if value is None:
+            continue
+        if method in owners:
+            options[option.name] = value
+        else:
+            misplaced.setdefault(owners, []).append(flag)
+    for owners, flags in misplaced.items():
+        _only_for(method, owners, flags)
+    if options:
+        values["extra"] = {**values.get("extra", {}), **options}
     stage2 = {"method": args.finetune, "epochs": args.finetune_epochs, "lr": args.finetune_lr,
               "eps_warmup_epochs": args.finetune_eps_warmup}
     stage2 = {k: v for k, v in stage2.items() if v is not None}
     if stage2:
         flags = {"method": "--finetune", "epochs": "--finetune-epochs", "lr": "--finetune-lr",
                  "eps_warmup_epochs": "--finetune-eps-warmup"}
-        _only_for(method, ("afa",), [flags[k] for k in stage2])
+        from featgap import methods
+
+        _only_for(method, tuple(n for n, m in methods.METHODS.items() if m.pretrains), [flags[k] for k in stage2])
         values["finetune"] = {**(values.get("finetune") or {"method": "alf"}), **stage2}
     return TrainConfig(**values)
 
@@ -307,10 +389,8 @@ def _eval(args: argparse.Namespace) -> None:
 def _probe(args: argparse.Namespace) -> None:
     from pathlib import Path
 
-    import numpy as np
-
     from featgap import data, runs
-    from featgap.probes import gap_vs_eps
+    from featgap.probes import gap_vs_eps, to_csv
     from featgap.train import resolve_device
 
     config = runs.read_config(args.run_dir)["config"]
@@ -334,25 +414,26 @@ def _probe(args: argparse.Namespace) -> None:
     test = data.load(config["dataset"], "test", args.data_root, args.download)
     subset = test.stratified_subset(args.n, args.seed) if args.n < len(test) else test
     x, y = subset.tensors()
-    table = gap_vs_eps(model, x, y, eps_values, layers=args.layers, pool=args.pool, steps=args.steps,
+    table = gap_vs_eps(model, x, y, eps=eps_values, layers=args.layers, pool=args.pool, steps=args.steps,
                        norm=args.norm, batch_size=args.batch_size or 500, seed=args.seed)
-    table.to_csv(out)
+    to_csv(table, out)
     print(format_probe_summary(table, n_boot=args.n_boot, seed=args.seed))
-    print(f"wrote {table.num_rows} rows ({len(np.unique(table['sample']))} samples × layers × eps) to {out}")
+    print(f"wrote {len(table)} rows ({table['sample'].nunique()} samples × layers × eps) to {out}")
 
 
 def format_probe_summary(table: object, n_boot: int = 1000, seed: int = 0) -> str:
-    """Per (eps, layer): accuracies, the gap means (CIs for L2 and relative L2), flipped vs robust L2."""
+    """Per (eps, layer) of a :func:`featgap.probes.gap_vs_eps` DataFrame: accuracies, the gap means
+    (CIs for L2 and relative L2), flipped vs robust L2."""
     from featgap.probes import GAP_METRICS, summarize
 
     overall = summarize(table, by=("eps", "layer"), metrics=[*GAP_METRICS, "nat_correct", "adv_correct"],
                         n_boot=n_boot, seed=seed)
     by_outcome = summarize(table, by=("eps", "layer", "outcome"), metrics=["l2"], n_boot=0)
-    l2_of = {(r["eps"], r["layer"], r["outcome"]): r["l2_mean"] for r in by_outcome.rows()}
+    l2_of = {(r["eps"], r["layer"], r["outcome"]): r["l2_mean"] for r in by_outcome.to_dict("records")}
     width = max(5, *(len(str(v)) for v in overall["layer"]))
     lines = [f"{'eps':>7} {'layer':<{width}} {'nat%':>6} {'adv%':>6}  {'l2 [95% CI]':<26}{'rel_l2 [95% CI]':<26}"
              f"{'linf':>9} {'cosine':>9}  l2 flipped / robust"]
-    for r in overall.rows():
+    for r in overall.to_dict("records"):
         flip = l2_of.get((r["eps"], r["layer"], "flipped"))
         rob = l2_of.get((r["eps"], r["layer"], "robust"))
         lines.append(f"{r['eps']:>7.4g} {r['layer']:<{width}} {100 * r['nat_correct_mean']:>6.1f} "
@@ -398,7 +479,9 @@ def _on_disk(name: str, root: object) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)  # the sub-command to build
+    args = build_parser([command] if command in COMMANDS else []).parse_args(argv)
     try:
         if args.command == "train":
             _train(args)

@@ -12,7 +12,7 @@
    ``mnist5k-smallcnn-afa`` preset on a shorter schedule. Its two stages are the run
    directories ``afa-pretrain`` and ``afa``.
 5. Evaluate all five on a stratified subset of the test split: clean, PGD-20 and standard
-   AutoAttack accuracy, with the sanity checks of EVALUATION.md.
+   AutoAttack accuracy, with the sanity checks of ``docs/evaluation.md``.
 6. Print a table with the **feature gap** of each model: how far the features of an input and
    of its PGD-20 example lie apart (robust models' gaps are several times smaller), and AFD's
    disentangled components: ‖f1‖, ‖f2‖ and cos(f1, f2) on natural and adversarial inputs.
@@ -109,10 +109,10 @@ def format_components(run_dir: Path, test: data.ImageSet, n: int, seed: int, dev
     subset = test.stratified_subset(n, seed) if n < len(test) else test
     x, y = subset.tensors()
     x_adv = adversarial_examples(student, x, y, eps=test.info.eps, steps=20, seed=seed)
-    s = summarize(component_norms(student, x, x_adv, y), by="input", metrics=COMPONENT_STATS, n_boot=0)
+    s = summarize(component_norms(student, x, y, x_adv), by="input", metrics=COMPONENT_STATS, n_boot=0)
     lines = ["AFD components (f1 = D1·z intrinsic, f2 = D2·z confused; means over the subset):",
              f"{'input':12} {'‖f1‖':>8} {'‖f2‖':>8} {'cos(f1,f2)':>11} {'confused head → ŷc':>19}"]
-    for r in s.rows():
+    for r in s.to_dict("records"):
         name = "natural" if r["input"] == "nat" else "PGD-20"
         lines.append(f"{name:12} {r['f1_norm_mean']:8.3f} {r['f2_norm_mean']:8.3f} {r['cos_f1_f2_mean']:11.3f} "
                      f"{100 * r['conf_hit_mean']:18.1f}%")

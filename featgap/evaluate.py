@@ -1,6 +1,6 @@
 """Robustness evaluation: clean, PGD-20 and AutoAttack accuracy, with sanity checks.
 
-The protocol (``../shared/specs/EVALUATION.md``):
+The protocol (``docs/evaluation.md``):
 
 * inputs in [0, 1], normalisation inside the model, so ε is in pixel units;
 * clean accuracy; PGD-20 accuracy (random start, CE, step 2.5·ε/20); standard AutoAttack
@@ -9,7 +9,7 @@ The protocol (``../shared/specs/EVALUATION.md``):
 * ``robust`` = the pointwise worst case over PGD-20 and AutoAttack;
 * ``avg`` = (clean + PGD + AA) / 3, as in the AFD paper;
 * every result carries sanity checks that flag broken evaluations or gradient masking. Beyond
-  EVALUATION.md's list, PGD is rerun on the logit margin (:func:`featgap.attacks.margin`): a
+  the literature's usual list, PGD is rerun on the logit margin (:func:`featgap.attacks.margin`): a
   model whose softmax saturates has exactly zero CE gradients and fools CE-PGD, not the margin.
 
 Usage::
@@ -172,7 +172,7 @@ def evaluate(model: nn.Module, data: ImageSet, *, eps: float | None = None, norm
              n: int | None = None, pgd_steps: int = 20, pgd_step_size: float | None = None,
              autoattack: bool = True, seed: int = 0, batch_size: int = 250,
              device: torch.device | str | None = None, sanity_checks: bool = True) -> EvalResult:
-    """Evaluate ``model`` on ``data`` (a test split) following EVALUATION.md.
+    """Evaluate ``model`` on ``data`` (a test split) following ``docs/evaluation.md``.
 
     Args:
         eps: attack radius in pixel units (default: the dataset's, e.g. 0.3 MNIST, 8/255 CIFAR).
@@ -181,7 +181,7 @@ def evaluate(model: nn.Module, data: ImageSet, *, eps: float | None = None, norm
             when ``None``. The same images are used for every number in the result.
         pgd_steps, pgd_step_size: PGD settings (default step 2.5·ε/steps).
         autoattack: run standard AutoAttack (the slow part: ~20–40× one PGD-10 pass).
-        sanity_checks: also run the cheap checks of EVALUATION.md (ε=0, ε/2, PGD-5) and the
+        sanity_checks: also run the cheap checks of ``docs/evaluation.md`` (ε=0, ε/2, PGD-5) and the
             margin-PGD check (fills ``pgd_margin``).
     """
     start = time.perf_counter()
@@ -198,7 +198,7 @@ def evaluate(model: nn.Module, data: ImageSet, *, eps: float | None = None, norm
     result = EvalResult(n=len(y), eps=eps, norm=norm, seed=seed, clean=_percent(clean_mask), pgd=_percent(pgd_ok),
                         pgd_steps=pgd_steps)
     if hasattr(model, "features"):
-        result.feature_gap = {k: v.mean().item() for k, v in feature_gap(model, x, x_adv, batch_size).items()}
+        result.feature_gap = {k: v.mean().item() for k, v in feature_gap(model, x, x_adv, batch_size=batch_size).items()}
     aa_warnings: list[str] = []
     if autoattack:
         aa_ok, result.autoattack_by_attack, aa_warnings = autoattack_masks(
@@ -222,7 +222,7 @@ def _rel(a: float, b: float) -> str:
 
 def _sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, r: EvalResult, clean_mask: torch.Tensor,
                    *, eps: float, norm: str, batch_size: int, aa_warnings: list[str]) -> list[Check]:
-    """The checks of EVALUATION.md, each computed, none assumed."""
+    """The checks of ``docs/evaluation.md``, each computed, none assumed."""
     checks = []
     zero = _percent(_pgd_mask(model, x, y, eps=0.0, steps=2, norm=norm, batch_size=batch_size, desc="check ε=0"))
     checks.append(Check("accuracy at ε=0 equals clean", abs(zero - r.clean) < 1e-9,

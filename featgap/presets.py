@@ -3,14 +3,17 @@
 A preset is a dict of :class:`featgap.train.TrainConfig` field values. On the command line it
 is the base: every flag you give overrides it, and fields neither sets keep TrainConfig's
 defaults. ``featgap train --help`` lists the names (and so does the error for an unknown one).
+A preset's ``extra`` holds method options under the names the method declares
+(:attr:`featgap.methods.Method.options`): the keys of config.json's ``extra``, and the
+``--{method}-{option}`` flags that override them (``"beta"`` of ``trades`` is ``--trades-beta``).
 The ``lr_steps`` milestones are absolute epochs: overriding ``--epochs`` does not rescale them.
 
 Where the numbers come from
 ---------------------------
 The CIFAR presets reproduce the AFD paper's fine-tuning recipe ("AFD: Mitigating Feature Gap
 for Adversarial Robustness by Feature Disentanglement", arXiv 2401.14707) as its authors'
-reference code runs it, transcribed in ``shared/specs/AFD.md`` (sections "One training step"
-and "Defaults"):
+reference code runs it, described in ``docs/methods/afd.md`` ("spec" below; sections "One
+training step" and "Defaults and where they come from"):
 
 * optimiser (spec, "Defaults"): SGD, lr 0.025, momentum 0.9, weight decay 5e-4, batch 128,
   20 epochs;
@@ -109,11 +112,11 @@ for _name, _values in _AFD_PRESETS.items():
 PRESETS["mnist5k-smallcnn-vaft"]["lr"] = MNIST_VAFT_LR  # tuned separately (see above)
 del _name, _values
 
-# ---------------------------------------------------------------- AFA (shared/specs/AFA.md)
-# AFA's paper gives no schedule we could read; the spec's "Defaults for the schedule (CIFAR
-# presets)" takes the supervised-contrastive literature's: pre-training 100 epochs, batch 256,
+# ---------------------------------------------------------------- AFA (docs/methods/afa.md)
+# AFA's paper gives no schedule we could read; the CIFAR presets (docs/methods/afa.md,
+# "Presets") take the supervised-contrastive literature's: pre-training 100 epochs, batch 256,
 # SGD lr 0.1 with cosine decay and 5 warm-up epochs, momentum 0.9, weight decay 1e-4; then ALF,
-# 25 epochs at lr 0.1, piecewise (×0.1 at 50 % and 75 %). The training attack is the spec's
+# 25 epochs at lr 0.1, piecewise (×0.1 at 50 % and 75 %). The training attack is AFA's
 # inner maximisation: PGD L∞ ε = 8/255, 10 steps of 2/255, maximising the contrastive loss.
 # The AFA options (τ 0.1, all anchors, ...) are the method's defaults, recorded in config.json.
 _AFA_CIFAR_RECIPE = {

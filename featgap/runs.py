@@ -15,6 +15,14 @@
 Weights are stored with safetensors and never unpickled. Every file is written atomically
 (temporary file + rename), so an interrupted run never leaves a half-written file.
 
+Keys of ``last.safetensors``: ``model.*`` and ``ema.*`` hold the module the method trains
+(for AFD a student with a disentangler, for AFA a model with a projection head), ``optim.*``
+and ``rng.*`` the rest of the training state. When that module is not the plain model, the
+method's export of it (``Method.export``: the plain model the run deploys) is stored beside it
+as ``export.model.*`` and ``export.ema.*``. So :func:`load` reads the plain model of any run,
+finished or not, without knowing its method; the method itself rebuilds its training-time
+module (``Method.load_wrapper``, e.g. ``featgap.methods.afd.load_student``).
+
 >>> model = featgap.runs.load("runs/demo/pgd_at")       # ready to use, in eval mode
 """
 
@@ -147,11 +155,13 @@ def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], source: st
 
 
 def load(run_dir: str | Path, which: str = "final", device: torch.device | str = "cpu") -> nn.Module:
-    """The trained model of a run, in eval mode on ``device``.
+    """The trained (plain) model of a run, the same way for every method, in eval mode on ``device``.
 
     ``which="final"`` gives the exported weights (EMA weights when EMA was on); while a run is
     still unfinished it falls back to the latest checkpoint. ``which="last"`` always reads the
-    latest training checkpoint (the raw, non-EMA weights).
+    latest training checkpoint (the raw, non-EMA weights). From a checkpoint, the exported
+    weights ``export.*`` are read when the method stored them (it trains a wrapper), else the
+    trained module's own.
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
@@ -161,13 +171,16 @@ def load(run_dir: str | Path, which: str = "final", device: torch.device | str =
         state = read_tensors(final)
     elif last.exists():
         full = read_tensors(last)
-        prefix = "ema." if which == "final" and any(k.startswith("ema.") for k in full) else "model."
+        kind = "ema" if which == "final" and any(k.startswith("ema.") for k in full) else "model"
+        prefix = f"export.{kind}." if any(k.startswith(f"export.{kind}.") for k in full) else f"{kind}."
         state = {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}
+        if not prefix.startswith("export.") and set(state) - set(model.state_dict()):
+            raise FeatgapError(f"{run_dir} is unfinished and its checkpoint holds only the training-time model of "
+                               f"method {config['config']['method']} (written by an older featgap); resume it with "
+                               "the same featgap train command, or read it with the method's load_wrapper")
     else:
         raise FeatgapError(f"{run_dir} has no checkpoint yet")
-    from featgap.methods.afd import fold_disentangler
-
-    load_state_into(model, fold_disentangler(state), str(run_dir))  # an AFD student's checkpoint → plain
+    load_state_into(model, state, str(run_dir))
     return model.to(device).eval()
 
 

@@ -140,6 +140,9 @@ def test_afa_trains_two_linked_stages_and_reuses_a_finished_stage_one(tmp_path, 
     assert c2["config"]["method"] == "aff" and c2["config"]["lr"] == 0.02 and c2["config"]["extra"] == {}
     assert c2["init"]["run"] == str(pre.resolve())
     assert any(k.startswith("model.projection.") for k in runs.read_tensors(pre / runs.LAST))
+    # the checkpoint also holds the exported plain model: runs.load reads stage 1 from it, as any run
+    assert type(runs.load(pre, which="last")).__name__ == "SmallCNN"
+    assert isinstance(AFA.load_wrapper(pre), ProjectedModel)
     assert not any("projection" in k for k in runs.read_tensors(fine / runs.FINAL))  # exported plain
     assert type(model).__name__ == "SmallCNN" and len(trainers) == 2
     # a rerun with a new --out for stage 2 reuses the finished stage 1 ...

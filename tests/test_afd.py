@@ -1,4 +1,4 @@
-"""Tests of AFD (featgap.methods.afd): the spec's gradient routing term by term, the confusing
+"""Tests of AFD (featgap.methods.afd): the gradient routing of docs/methods/afd.md term by term, the confusing
 target, folding D1 into the head, the components probe, and training from a natural run."""
 
 from __future__ import annotations
@@ -145,21 +145,23 @@ def test_component_norms_against_a_manual_computation():
     student.eval()
     x, y = torch.rand(5, 1, 28, 28), torch.tensor([0, 1, 2, 3, 4])
     x_adv = (x + 0.1).clamp(0, 1)
-    t = component_norms(student, x, x_adv, y, batch_size=2)
-    assert t.num_rows == 10 and list(t["input"][:5]) == ["nat"] * 5
+    t = component_norms(student, x, y, x_adv, batch_size=2)
+    assert len(t) == 10 and list(t["input"][:5]) == ["nat"] * 5
+    assert list(t.columns) == ["sample", "label", "input", "f1_norm", "f2_norm", "cos_f1_f2", "y_conf", "conf_hit"]
     with torch.no_grad():
         c = student.components(x_adv)
-    adv = t.where(t["input"] == "adv")
+    adv = t[t["input"] == "adv"]
     np.testing.assert_allclose(adv["f1_norm"], c["f1"].norm(dim=1).numpy(), rtol=1e-5)
     np.testing.assert_allclose(adv["f2_norm"], c["f2"].norm(dim=1).numpy(), rtol=1e-5)
     f1, f2 = c["f1"].numpy().astype(np.float64), c["f2"].numpy().astype(np.float64)
     cos = (f1 * f2).sum(1) / (np.linalg.norm(f1, axis=1) * np.linalg.norm(f2, axis=1))
     np.testing.assert_allclose(adv["cos_f1_f2"], cos, rtol=1e-5)
     yc = confusing_target(c["logits1"], y)
+    assert torch.equal(student.confused_target(c["logits1"], y), yc)  # what the probe asks the model for
     assert adv["y_conf"].tolist() == yc.tolist()
     assert adv["conf_hit"].tolist() == (c["logits2"].argmax(1) == yc).tolist()
     with pytest.raises(FeatgapError, match="AFD student"):
-        component_norms(create("smallcnn", 10, 1), x, x_adv, y)
+        component_norms(create("smallcnn", 10, 1), x, y, x_adv)
 
 
 def test_afd_needs_a_natural_init(tmp_path):
@@ -190,10 +192,27 @@ def test_afd_fine_tunes_a_natural_run_and_exports_a_plain_model(tmp_path):
     x = torch.rand(4, 1, 28, 28)
     torch.testing.assert_close(loaded(x), exported(x))
     torch.testing.assert_close(student(x), loaded(x), rtol=1e-5, atol=1e-5)  # folded = unfolded
+    # The checkpoint stores the exported plain weights next to the student's, so runs.load reads an
+    # unfinished run the same way as any other (no AFD knowledge in featgap.runs).
+    last = runs.read_tensors(afd / runs.LAST)
+    assert "model.intrinsic.weight" in last and "export.model.head.weight" in last and "export.ema.head.weight" in last
+    assert not any("intrinsic" in k or "confused" in k for k in last if k.startswith("export."))
+    (afd / runs.FINAL).unlink()  # as if training had stopped after its last checkpoint
+    unfinished = runs.load(afd)
+    for k, v in exported.state_dict().items():
+        assert torch.equal(unfinished.state_dict()[k], v), k
+    raw = runs.load(afd, which="last").state_dict()  # the raw (non-EMA) student, folded
+    model_state = {k[len("model."):]: v for k, v in last.items() if k.startswith("model.")}
+    assert torch.equal(raw["head.weight"], fold_disentangler(model_state)["head.weight"])
+    # a checkpoint from before the export keys: resumable and readable by the method, and runs.load says so
+    runs.write_tensors(afd / runs.LAST, {k: v for k, v in last.items() if not k.startswith("export.")})
+    with pytest.raises(FeatgapError, match="older featgap"):
+        runs.load(afd)
+    torch.testing.assert_close(load_student(str(afd))(x), student(x))
     record = json.loads((afd / "metrics.jsonl").read_text().splitlines()[-1])
     assert {"train_l_conf", "train_l_elim", "train_l_main", "train_conf_hit", "gap_linf"} <= set(record)
     t = load_trajectory(afd)
-    comp = t.where(t["layer"] == "components")
+    comp = t[t["layer"] == "components"]
     assert set(comp["outcome"]) == {"nat", "adv"}
     assert set(comp["metric"]) == {"f1_norm", "f2_norm", "cos_f1_f2", "conf_hit"}
     with pytest.raises(FeatgapError, match="only afd runs"):

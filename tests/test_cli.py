@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from featgap import runs
-from featgap.cli import main
+from featgap.cli import build_parser, main
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -72,10 +73,58 @@ def test_data_list_and_download_errors(tmp_path, capsys):
 
 
 def test_every_subcommand_has_help():
-    for sub in (["train"], ["eval"], ["data"], ["data", "list"], ["data", "download"], ["demo"]):
+    for sub in (["train"], ["eval"], ["probe"], ["data"], ["data", "list"], ["data", "download"], ["demo"]):
         with pytest.raises(SystemExit) as exit_info:
             main([*sub, "--help"])
         assert exit_info.value.code == 0
+
+
+def _parsers(parser: argparse.ArgumentParser | None = None) -> list[argparse.ArgumentParser]:
+    """``featgap``'s parser and every sub-command's, sub-sub-commands (``data list``) included."""
+    parser = parser or build_parser()
+    found = [parser]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                found += _parsers(sub)
+    return found
+
+
+def test_every_flag_of_every_subcommand_has_one_line_of_help_with_its_default():
+    parsers = _parsers()
+    assert {p.prog for p in parsers} >= {"featgap train", "featgap eval", "featgap probe", "featgap data list",
+                                         "featgap data download", "featgap demo"}
+    wrong = []
+    for parser in parsers:
+        for action in parser._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            name = f"{parser.prog} {'/'.join(action.option_strings) or action.dest}"
+            if not action.help or "\n" in action.help:
+                wrong.append(f"{name}: no help, or more than one line")
+            elif action.option_strings and not action.required and "default" not in action.help:
+                wrong.append(f"{name}: help states no default")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_help_texts_render_cleanly():
+    for parser in _parsers():
+        text = parser.format_help()
+        assert "%%" not in text and "EVALUATION.md" not in text, parser.prog
+    probe = next(p for p in _parsers() if p.prog == "featgap probe").format_help()
+    assert "95% CIs" in " ".join(probe.split())
+    evaluation = next(p for p in _parsers() if p.prog == "featgap eval").format_help()
+    assert "docs/evaluation.md" in " ".join(evaluation.split())
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["eval", "--help"], ["probe", "--help"], ["data", "list", "--help"]])
+def test_help_imports_no_torch(argv):
+    """``featgap --help`` must be fast: torch alone takes seconds to import on a small machine."""
+    code = ("import sys\nfrom featgap.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, file=sys.stderr)" % (argv,))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stderr.strip().splitlines()[-1] == "False", out.stderr
+    assert "usage: featgap" in out.stdout
 
 
 @pytest.mark.slow

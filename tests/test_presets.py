@@ -46,7 +46,7 @@ def _lr_at_middle_of_epoch(values: dict, epoch_1based: int) -> float:
 
 
 def _afd_spec_lr(epoch_1based: int) -> float:
-    """AFD.md "Defaults": lr 0.025 for epochs 1-10, ×0.8 at epoch 11, then halved at 13, 15, 17, 19."""
+    """docs/methods/afd.md, defaults: lr 0.025 for epochs 1-10, ×0.8 at epoch 11, then halved at 13, 15, 17, 19."""
     lr = 0.025
     if epoch_1based >= 11:
         lr *= 0.8
@@ -132,16 +132,17 @@ def test_download_flag():
 # The TrainConfig the code before presets built from these command lines (its argparse defaults were
 # dataset mnist5k, model smallcnn, method standard, epochs 10, batch 128, lr 0.1, weight decay 5e-4,
 # piecewise, linf, 10 steps, no ε warm-up, TRADES β 6, no EMA, seed 0, device auto, data root "data").
+# TRADES' β was the field trades_beta then; it is the method option extra["beta"] now.
 OLD_BEHAVIOUR = {
     "defaults": ([], TrainConfig(
         dataset="mnist5k", model="smallcnn", method="standard", epochs=10, batch_size=128, lr=0.1,
         weight_decay=5e-4, schedule="piecewise", eps=None, norm="linf", attack_steps=10, eps_warmup_epochs=0.0,
-        trades_beta=6.0, ema_decay=None, seed=0, device="auto", data_root="data", download=False, init=None,
+        ema_decay=None, seed=0, device="auto", data_root="data", download=False, init=None,
         val_fraction=0.0, monitor_n=500, probe_n=0, probe_layers=None)),
     "README pgd_at": (["--method", "pgd_at", "--epochs", "8", "--eps-warmup", "2", "--lr", "0.05"], TrainConfig(
         dataset="mnist5k", model="smallcnn", method="pgd_at", epochs=8, batch_size=128, lr=0.05,
         weight_decay=5e-4, schedule="piecewise", eps=None, norm="linf", attack_steps=10, eps_warmup_epochs=2.0,
-        trades_beta=6.0, ema_decay=None, seed=0, device="auto", data_root="data", download=False, init=None,
+        ema_decay=None, seed=0, device="auto", data_root="data", download=False, init=None,
         val_fraction=0.0, monitor_n=500, probe_n=0, probe_layers=None)),
     "everything": (["--dataset", "cifar10", "--model", "resnet18", "--method", "trades", "--eps", "0.03",
                     "--device", "cpu", "--seed", "3", "--data-root", "d", "--download", "--batch-size", "256",
@@ -151,7 +152,7 @@ OLD_BEHAVIOUR = {
                     "--probe-n", "50", "--probe-layers", "stage1", "pool"], TrainConfig(
         dataset="cifar10", model="resnet18", method="trades", epochs=2, batch_size=256, lr=0.2,
         weight_decay=1e-4, schedule="cosine", eps=0.03, norm="l2", attack_steps=5, eps_warmup_epochs=1.0,
-        trades_beta=3.0, ema_decay=0.99, seed=3, device="cpu", data_root="d", download=True, init="runs/nat",
+        extra={"beta": 3.0}, ema_decay=0.99, seed=3, device="cpu", data_root="d", download=True, init="runs/nat",
         val_fraction=0.1, monitor_n=100, probe_n=50, probe_layers=("stage1", "pool"))),
 }
 
@@ -229,7 +230,7 @@ AFA_NAMES = ["cifar10-resnet18-afa", "cifar100-resnet18-afa", "cifar10-wrn34-10-
 
 @pytest.mark.parametrize("name", AFA_NAMES[:3])
 def test_afa_cifar_presets_follow_the_spec_schedule(name):
-    """AFA.md "Defaults for the schedule": 100 epochs, batch 256, lr 0.1 cosine, 5 warm-up; ALF 25 epochs at 0.1."""
+    """docs/methods/afa.md, presets: 100 epochs, batch 256, lr 0.1 cosine, 5 warm-up; ALF 25 epochs at 0.1."""
     cfg = TrainConfig(**preset(name)).resolved()
     assert (cfg.method, cfg.epochs, cfg.batch_size, cfg.lr, cfg.schedule, cfg.warmup_epochs, cfg.weight_decay) == (
         "afa", 100, 256, 0.1, "cosine", 5.0, 1e-4)

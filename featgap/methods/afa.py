@@ -1,4 +1,4 @@
-"""AFA: adversarial feature alignment (arXiv 2402.12187; spec ``specs/AFA.md``), as three methods.
+"""AFA: adversarial feature alignment (arXiv 2402.12187; docs ``docs/methods/afa.md``), as three methods.
 
 AFA trains in two stages (``featgap train --method afa`` runs both; :mod:`featgap.train.stages`):
 
@@ -22,10 +22,11 @@ AFA trains in two stages (``featgap train --method afa`` runs both; :mod:`featga
 λ × the AFA contrastive term, each term with its own inner maximisation (a KL attack and a
 contrastive attack).
 
-Options (``TrainConfig.extra``, all recorded in config.json; see :attr:`AFA.defaults`):
+Options (``TrainConfig.extra``, all recorded in config.json; declared in :attr:`AFA.options`):
 ``temperature`` τ, ``anchors`` (``all`` | ``adversarial``), ``attack_objective`` (``supcon`` |
-``ce``: CE through the linear head), ``proj_dim`` (128), ``online_probe`` and ``probe_lr_scale``; ``afa_trades`` has
-``lam`` λ instead of ``online_probe`` (its head is trained by TRADES).
+``ce``: CE through the linear head), ``proj_dim`` (128), ``online_probe`` and ``probe_lr_scale``;
+``afa_trades`` shares the first four (one ``--afa-*`` flag each) and has ``lam`` λ and TRADES'
+``beta`` instead of the probe (its head is trained by TRADES).
 """
 
 from __future__ import annotations
@@ -36,13 +37,22 @@ from torch import nn
 
 from featgap.attacks import cross_entropy, eval_mode, pgd
 from featgap.errors import FeatgapError
-from featgap.methods.base import AttackSettings, Method, accuracy
+from featgap.methods.base import AttackSettings, Method, Option, accuracy
 from featgap.methods.contrastive import ANCHORS, ProjectionHead, afa_views_loss, contrastive_objective, projector
 from featgap.methods.extended import ExtendedModel
 from featgap.methods.pgd_at import PGDAT
 from featgap.methods.trades import TRADES
 
 ATTACK_OBJECTIVES = ("supcon", "ce")
+
+# Options of both afa and afa_trades: declared once, so each is one --afa-* flag for both methods.
+TEMPERATURE = Option("temperature", float, 0.1, "AFA τ, temperature of the supervised contrastive loss",
+                     flag="--afa-temperature")
+ANCHORS_OPTION = Option("anchors", str, "all", "AFA anchors of the contrastive loss: all views, or adversarial only",
+                        choices=ANCHORS, flag="--afa-anchors")
+ATTACK_OBJECTIVE = Option("attack_objective", str, "supcon", "what AFA's PGD maximises: the contrastive loss "
+                          "(supcon) or CE through the linear head (ce)", choices=ATTACK_OBJECTIVES, flag="--afa-attack")
+PROJ_DIM = Option("proj_dim", int, 128, "AFA projection head's output size", flag="--afa-proj-dim")
 PROJECTION = "projection"
 
 
@@ -126,25 +136,45 @@ class _WithProjection(Method):
 
     def __init__(self, attack: AttackSettings, **options: object) -> None:
         super().__init__(attack, **options)
-        o = self.options
+        o = self.values
         self.term = _ContrastiveTerm(attack, float(o["temperature"]), str(o["anchors"]), str(o["attack_objective"]))
 
     def start(self, model: nn.Module) -> ProjectedModel:
-        return ProjectedModel(model, int(self.options["proj_dim"]))
+        return ProjectedModel(model, int(self.values["proj_dim"]))
 
 
 class AFA(_WithProjection):
-    """Stage 1: adversarial supervised-contrastive pre-training of the encoder (+ online probe)."""
+    r"""AFA stage 1: adversarial supervised-contrastive pre-training of the encoder (+ online probe).
+
+    Paper: Park et al., "Adversarial Feature Alignment: Balancing Robustness and Accuracy in Deep
+    Learning via Adversarial Training", AISec 2024, https://arxiv.org/abs/2402.12187
+
+    Loss: SupCon(g(f(x)), g(f(x̃)); y, τ) [+ CE(head(stopgrad f(x)), y)],  x̃ = PGD maximising SupCon.
+
+    Options:
+        temperature (float): τ of the supervised contrastive loss (default 0.1).
+        anchors (str): ``all`` views are anchors, or ``adversarial`` ones only (default all).
+        attack_objective (str): what the PGD maximises, ``supcon`` or ``ce`` through the linear
+            head (default supcon).
+        proj_dim (int): output size of the projection head g (default 128).
+        online_probe (bool): train the linear head on detached clean features (default True).
+        probe_lr_scale (float): meant as the probe's lr relative to the encoder's; recorded but not
+            applied yet (default 0.1).
+
+    ``featgap train --method afa`` follows it with stage 2, :class:`ALF` or :class:`AFF` (``--finetune``).
+    """
 
     name = "afa"
     pretrains = True
-    defaults = {"temperature": 0.1, "anchors": "all", "attack_objective": "supcon", "proj_dim": 128,
-                "online_probe": True, "probe_lr_scale": 0.1}
-    choices = {"anchors": ANCHORS, "attack_objective": ATTACK_OBJECTIVES, "online_probe": (True, False)}
+    options = (TEMPERATURE, ANCHORS_OPTION, ATTACK_OBJECTIVE, PROJ_DIM,
+               Option("online_probe", bool, True, "train the linear head on detached clean features while AFA "
+                      "pre-trains (monitoring, warm start of stage 2)"),
+               Option("probe_lr_scale", float, 0.1, "the online probe's lr relative to the encoder's; recorded but "
+                      "not applied yet (docs/methods/afa.md)"))
 
     def __init__(self, attack: AttackSettings, **options: object) -> None:
         super().__init__(attack, **options)
-        if self.options["attack_objective"] == "ce" and not self.options["online_probe"]:
+        if self.values["attack_objective"] == "ce" and not self.values["online_probe"]:
             raise FeatgapError("method afa: attack_objective 'ce' attacks through the linear head, which only the "
                                "online probe trains; keep online_probe on")
 
@@ -154,7 +184,7 @@ class AFA(_WithProjection):
         contrastive, h_nat = self.term(model, x, y, eps)
         metrics = {"l_con": contrastive.detach()}
         loss = contrastive
-        if self.options["online_probe"]:
+        if self.values["online_probe"]:
             logits = model.head(h_nat.detach())  # the probe cannot move the encoder
             loss = loss + F.cross_entropy(logits.float(), y)
             metrics["probe_acc"] = accuracy(logits, y)
@@ -162,7 +192,14 @@ class AFA(_WithProjection):
 
 
 class ALF(PGDAT):
-    """Stage 2, adversarial linear fine-tuning: PGD-AT of the linear head on a frozen encoder."""
+    r"""AFA stage 2, adversarial linear fine-tuning: PGD-AT of the linear head on a frozen encoder.
+
+    Paper: the "baseline AFA" of Park et al., AISec 2024, https://arxiv.org/abs/2402.12187
+
+    Loss: CE(f(x'), y),  x' = PGD-CE; only the head learns (encoder weights and batch-norm frozen).
+
+    Options: none.
+    """
 
     name = "alf"
     needs_init = True
@@ -172,24 +209,41 @@ class ALF(PGDAT):
 
 
 class AFF(PGDAT):
-    """Stage 2, adversarial full fine-tuning: PGD-AT of encoder and head from the AFA weights."""
+    r"""AFA stage 2, adversarial full fine-tuning: PGD-AT of encoder and head from the AFA weights.
+
+    Paper: Park et al., AISec 2024, https://arxiv.org/abs/2402.12187 (featgap's second variant).
+
+    Loss: CE(f(x'), y),  x' = PGD-CE (as PGD-AT, started from stage 1).
+
+    Options: none.
+    """
 
     name = "aff"
     needs_init = True
 
 
 class AFATrades(_WithProjection):
-    """One stage: TRADES(β) on encoder + linear head + λ · the AFA contrastive min–max term."""
+    r"""AFA + TRADES, one stage: TRADES(β) on encoder + linear head plus λ · the AFA min–max term.
+
+    Paper: the joint variant of Park et al., AISec 2024, https://arxiv.org/abs/2402.12187
+
+    Loss: CE(f(x), y) + β·KL(p(x) ‖ p(x̂)) + λ·SupCon(g(f(x)), g(f(x̃))),  x̂ = KL attack, x̃ = SupCon attack.
+
+    Options:
+        lam (float): λ, weight of the AFA contrastive term (default 1.0).
+        temperature (float), anchors (str), attack_objective (str), proj_dim (int): as for
+            :class:`AFA` (default 0.1, all, supcon, 128).
+        beta (float): TRADES β, weight of the KL term (default 6.0).
+    """
 
     name = "afa_trades"
-    uses_trades_beta = True
-    defaults = {"lam": 1.0, "temperature": 0.1, "anchors": "all", "attack_objective": "supcon", "proj_dim": 128}
-    choices = {"anchors": ANCHORS, "attack_objective": ATTACK_OBJECTIVES}
+    options = (Option("lam", float, 1.0, "λ, weight of the AFA contrastive term in afa_trades", flag="--afa-lambda"),
+               TEMPERATURE, ANCHORS_OPTION, ATTACK_OBJECTIVE, PROJ_DIM, *TRADES.options)
 
-    def __init__(self, attack: AttackSettings, beta: float = 6.0, **options: object) -> None:
+    def __init__(self, attack: AttackSettings, **options: object) -> None:
         super().__init__(attack, **options)
-        self.lam = float(self.options["lam"])
-        self.trades = TRADES(attack, beta=beta)
+        self.lam = float(self.values["lam"])
+        self.trades = TRADES(attack, beta=self.values["beta"])
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

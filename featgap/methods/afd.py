@@ -41,8 +41,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from featgap import runs
 from featgap.attacks import pgd
-from featgap.methods.base import AttackSettings, Method, accuracy
+from featgap.errors import FeatgapError
+from featgap.methods.base import AttackSettings, Method, Option, accuracy
 from featgap.methods.extended import ExtendedModel
 
 INTRINSIC, CONFUSED = "intrinsic", "confused"
@@ -80,6 +82,14 @@ class AFDStudent(ExtendedModel):
         f1, f2 = self.intrinsic(z), self.confused(z.detach())
         return {"z": z, "f1": f1, "f2": f2, "logits1": self.head(f1), "logits2": self.head(f2)}
 
+    def confused_target(self, logits1: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """``ŷc`` for a batch: the class the confused head is trained to predict (:func:`confusing_target`).
+
+        ``logits1`` are ``components(x)["logits1"]``. Probes use this (with :meth:`components`)
+        so that they need not know AFD's rule.
+        """
+        return confusing_target(logits1, y)
+
 
 def fold_disentangler(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A student's ``state_dict`` → the plain model's: ``W' = W·D1``, D2 dropped (others unchanged)."""
@@ -104,16 +114,31 @@ def confusing_target(logits1: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 class AFD(Method):
-    """Fine-tune a natural model with the disentangler; ``--init`` must be a natural checkpoint."""
+    r"""AFD: adversarial fine-tuning of a natural model (``--init``) with a feature disentangler.
+
+    Paper: Zhou et al., "AFD: Mitigating Feature Gap for Adversarial Robustness by Feature
+    Disentanglement", AAAI 2025, https://arxiv.org/abs/2401.14707
+
+    Loss: α·CE(W·D2·z̄, ŷc) + β·cos(D1·z, D2·z̄) + CE(W·D1·z, y) + γ·(1 − cos(D1·z, teacher(x))),
+    z = features(x'), z̄ = stopgrad(z), x' = PGD-CE (the module docstring explains each term).
+
+    Options:
+        alpha (float): weight of the confused branch's loss (default 0.05).
+        beta (float): weight of the intrinsic/confused cosine, the elimination loss (default 0.25).
+        gamma (float): weight of the alignment with the natural teacher (default 25.0).
+
+    The defaults are the paper's CIFAR-10 weights (presets: ``featgap/presets.py``).
+    """
 
     name = "afd"
     needs_init = True
-    defaults = {"alpha": 0.05, "beta": 0.25, "gamma": 25.0}
-    """The paper's CIFAR-10 weights (α confused, β elimination, γ teacher alignment)."""
+    options = (Option("alpha", float, 0.05, "AFD α, weight of the confused branch's loss"),
+               Option("beta", float, 0.25, "AFD β, weight of the intrinsic/confused cosine (elimination) loss"),
+               Option("gamma", float, 25.0, "AFD γ, weight of the alignment with the natural teacher"))
 
     def __init__(self, attack: AttackSettings, **options: object) -> None:
         super().__init__(attack, **options)
-        self.alpha, self.beta, self.gamma = (float(self.options[k]) for k in ("alpha", "beta", "gamma"))
+        self.alpha, self.beta, self.gamma = (float(self.values[k]) for k in ("alpha", "beta", "gamma"))
         self.teacher: nn.Module | None = None
 
     def start(self, model: nn.Module) -> AFDStudent:
@@ -152,15 +177,12 @@ class AFD(Method):
 
 
 def load_student(run_dir: str, device: torch.device | str = "cpu") -> AFDStudent:
-    """The AFD student of a run (with D1 and D2), from its latest checkpoint (EMA weights if kept)."""
-    from featgap import runs
-    from featgap.errors import FeatgapError
+    """The AFD student of a run (with D1 and D2), from its latest checkpoint (EMA weights if kept).
 
-    config = runs.read_config(run_dir)
-    if config["config"]["method"] != AFD.name:
-        raise FeatgapError(f"{run_dir} is a {config['config']['method']} run; only afd runs have a student")
-    full = runs.read_tensors(f"{run_dir}/{runs.LAST}")
-    prefix = "ema." if any(k.startswith("ema.") for k in full) else "model."
-    student = AFDStudent(runs.build_model(config["model_card"]))
-    runs.load_state_into(student, {k[len(prefix):]: v for k, v in full.items() if k.startswith(prefix)}, run_dir)
-    return student.to(device).eval()
+    :meth:`AFD.load_wrapper <featgap.methods.base.Method.load_wrapper>`, with a clearer error
+    for a run of another method.
+    """
+    method = runs.read_config(run_dir)["config"]["method"]
+    if method != AFD.name:
+        raise FeatgapError(f"{run_dir} is a {method} run; only afd runs have a student")
+    return AFD.load_wrapper(run_dir, device)

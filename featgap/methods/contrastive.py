@@ -1,4 +1,4 @@
-"""Building blocks of AFA, adversarial feature alignment (arXiv 2402.12187; spec: ``specs/AFA.md``).
+"""Building blocks of AFA, adversarial feature alignment (arXiv 2402.12187; docs: ``docs/methods/afa.md``).
 
 AFA pre-trains the encoder with a *supervised contrastive* loss inside a min–max game. This
 module holds the pieces, each pure and tested on its own; the method that trains with them
@@ -44,7 +44,7 @@ Choices, documented once:
 
 * ``z`` is taken as given (already normalised); :func:`supcon_loss` does not normalise again.
 * No ``τ / τ_base`` factor in front of the loss (the SupCon reference code has one, equal to 1
-  at its defaults); the spec's formula has none.
+  at its defaults); featgap's formulation (``docs/methods/afa.md``) has none.
 * ``reduction="none"`` returns a per-row tensor ``(M,)`` with **0 for rows not counted**
   (non-anchors and anchors with no positive); :func:`counted_anchors` gives the matching
   boolean mask, so ``loss.sum() / mask.sum()`` is the mean. ``"sum"`` is also accepted.
@@ -155,7 +155,7 @@ def afa_views_loss(z_nat: torch.Tensor, z_adv: torch.Tensor, y: torch.Tensor, *,
                    anchors: str = "all", reduction: str = "mean") -> torch.Tensor:
     """AFA's outer loss: :func:`supcon_loss` over the 2B views ``[z_nat; z_adv]`` with labels ``[y; y]``.
 
-    ``anchors="all"`` (the spec's default) uses every view as an anchor; ``"adversarial"`` only
+    ``anchors="all"`` (the default) uses every view as an anchor; ``"adversarial"`` only
     the second half (clean views still act as positives and negatives). For ``"none"`` the
     per-row losses come in the stacked order, clean rows first.
     """

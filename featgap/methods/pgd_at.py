@@ -18,6 +18,16 @@ from featgap.methods.base import Method, accuracy
 
 
 class PGDAT(Method):
+    r"""PGD adversarial training: train on the worst case in the ε-ball, and only on it.
+
+    Paper: Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attacks",
+    ICLR 2018, https://arxiv.org/abs/1706.06083
+
+    Loss: CE(f(x'), y),  x' = PGD on CE(f(·), y) in the ε-ball (random start).
+
+    Options: none (the attack is the run's --eps, --norm, --attack-steps, --attack-step-size).
+    """
+
     name = "pgd_at"
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float

@@ -16,6 +16,15 @@ from featgap.methods.base import Method, accuracy
 
 
 class Standard(Method):
+    r"""Standard (natural) training, the baseline and the start of adversarial fine-tuning.
+
+    Paper: none; empirical risk minimisation with cross-entropy.
+
+    Loss: CE(f(x), y) on clean inputs (no attack).
+
+    Options: none.
+    """
+
     name = "standard"
     adversarial = False
 

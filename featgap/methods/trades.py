@@ -15,16 +15,28 @@ import torch.nn.functional as F
 from torch import nn
 
 from featgap.attacks import eval_mode, pgd, trades_kl
-from featgap.methods.base import AttackSettings, Method, accuracy
+from featgap.methods.base import AttackSettings, Method, Option, accuracy
 
 
 class TRADES(Method):
-    name = "trades"
-    uses_trades_beta = True
+    r"""TRADES: natural accuracy plus β times the worst-case change of the prediction.
 
-    def __init__(self, attack: AttackSettings, beta: float = 6.0, **options: float) -> None:
+    Paper: Zhang et al., "Theoretically Principled Trade-off between Robustness and Accuracy",
+    ICML 2019, https://arxiv.org/abs/1901.08573
+
+    Loss: CE(f(x), y) + β · KL(p(x) ‖ p(x')),  x' = PGD on that KL in the ε-ball (no label needed).
+
+    Options:
+        beta (float): weight of the KL (robustness) term; larger trades clean accuracy for
+            robustness (default 6.0, the paper's CIFAR-10 value).
+    """
+
+    name = "trades"
+    options = (Option("beta", float, 6.0, "TRADES β, weight of the KL (robustness) term"),)
+
+    def __init__(self, attack: AttackSettings, **options: object) -> None:
         super().__init__(attack, **options)
-        self.beta = beta
+        self.beta = float(self.values["beta"])
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -12,5 +12,15 @@ from featgap.methods.pgd_at import PGDAT
 
 
 class VAFT(PGDAT):
+    r"""vAFT: vanilla adversarial fine-tuning, PGD-AT started from a natural model (``--init``).
+
+    Paper: the baseline of Zhou et al., "AFD: Mitigating Feature Gap for Adversarial Robustness
+    by Feature Disentanglement", AAAI 2025, https://arxiv.org/abs/2401.14707
+
+    Loss: CE(f(x'), y),  x' = PGD on CE in the ε-ball (as PGD-AT).
+
+    Options: none.
+    """
+
     name = "vaft"
     needs_init = True

@@ -14,6 +14,10 @@ from featgap.errors import FeatgapError
 SCHEDULES = ("piecewise", "cosine", "constant")
 FINETUNE_METHODS = ("alf", "aff")
 """Second stages of a pre-training method (AFA): linear or full adversarial fine-tuning."""
+MOVED_TO_EXTRA = {"trades_beta": ("beta", ("trades", "afa_trades"))}
+"""Fields of older TrainConfigs that are now method options: ``field -> (option, methods)``.
+An older config.json's ``trades_beta`` becomes ``extra["beta"]`` of a trades or afa_trades run
+(:meth:`TrainConfig.upgrade`), and is dropped for any other method (which ignored it)."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +44,6 @@ class TrainConfig:
     attack_step_size: float | None = None
     eps_warmup_epochs: float = 0.0
     """Ramp the training ε linearly from 0 over this many epochs (helps MNIST PGD-AT start)."""
-    trades_beta: float = 6.0
     ema_decay: float | None = None
     """Weight EMA: decay ``min(ema_decay, (s+1)/(s+10))`` at step s; the EMA model is evaluated and saved."""
     augment: str | None = None
@@ -65,8 +68,9 @@ class TrainConfig:
     probe_layers: tuple[str, ...] | None = None
     """Layers for the trajectory (``None``: the model's ``layer_names``)."""
     extra: dict = field(default_factory=dict)
-    """Method options (e.g. AFD's ``alpha``, AFA's ``temperature``). A resolved config holds every
-    option of the method, the defaults filled in (:attr:`featgap.methods.Method.defaults`)."""
+    """Method options by name (e.g. TRADES' ``beta``, AFD's ``alpha``, AFA's ``temperature``), as
+    the method declares them (:attr:`featgap.methods.Method.options`). A resolved config holds
+    every option of the method, the defaults filled in."""
     finetune: dict | None = None
     """The second stage of a pre-training method (``afa``): the fine-tuning method (``alf`` or
     ``aff``) plus any fields that differ from this stage, e.g. ``{"method": "alf", "epochs": 25,
@@ -81,13 +85,26 @@ class TrainConfig:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    @staticmethod
+    def upgrade(values: dict) -> dict:
+        """A config dict of an older featgap (e.g. a run's config.json) in today's terms: fields that
+        became method options (:data:`MOVED_TO_EXTRA`) move into ``extra``. Returns a new dict."""
+        values = dict(values)
+        for old, (option, methods) in MOVED_TO_EXTRA.items():
+            if old in values:
+                value = values.pop(old)
+                if values.get("method", field_default("method")) in methods:
+                    values["extra"] = {option: value, **(values.get("extra") or {})}
+        return values
+
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
+        """A config from a dict such as a run's ``config.json["config"]`` (older ones too: :meth:`upgrade`)."""
+        values = cls.upgrade(values)
         known = {f.name for f in fields(cls)}
         unknown = set(values) - known
         if unknown:
             raise FeatgapError(f"unknown config keys: {', '.join(sorted(unknown))}")
-        values = dict(values)
         if values.get("lr_steps") is not None:
             values["lr_steps"] = tuple(tuple(map(float, s)) for s in values["lr_steps"])
         if values.get("probe_layers") is not None:
@@ -179,14 +196,25 @@ class TrainConfig:
             bad(f"unknown device {self.device!r}; use auto, cpu, cuda, cuda:N or mps")
 
 
+def field_default(name: str) -> object:
+    """:class:`TrainConfig`'s default for field ``name``."""
+    return next(f.default for f in fields(TrainConfig) if f.name == name)
+
+
 def differing_settings(recorded: dict, config: TrainConfig) -> list[str]:
     """Fields where a run's recorded ``config`` differs from ``config``, among those that change training.
 
     ``device`` and ``download`` do not change the result, and ``finetune`` only names the stage
     that follows (one pre-training may serve several fine-tunings). Fields added to
-    :class:`TrainConfig` after the run was written count as their defaults.
+    :class:`TrainConfig` after the run was written count as their defaults, and so do method
+    options the run's method gained since; an older run's ``trades_beta`` is read as TRADES'
+    option ``beta`` (:meth:`TrainConfig.upgrade`).
     """
-    old = {**TrainConfig().as_dict(), **recorded}
+    from featgap import methods
+
+    old = {**TrainConfig().as_dict(), **TrainConfig.upgrade(recorded)}
+    if old["method"] in methods.METHODS:
+        old["extra"] = {**methods.METHODS[old["method"]].defaults, **(old["extra"] or {})}
     return [k for k, v in config.as_dict().items()
             if k not in ("device", "download", "finetune") and _jsonable(old.get(k)) != _jsonable(v)]
 

@@ -89,7 +89,6 @@ class Trainer:
                                    self.info.mean, self.info.std)
         self.init_source = runs.load_init_weights(self.model, cfg.init, cfg.model) if cfg.init else None
         self.method = method_cls(methods.AttackSettings(cfg.attack_steps, cfg.attack_step_size, cfg.norm),
-                                 **({"beta": cfg.trades_beta} if method_cls.uses_trades_beta else {}),
                                  **cfg.extra)
         # A method may train more than the model (AFD: a student with a disentangler and a teacher).
         self.model = self.method.start(self.model)
@@ -142,6 +141,13 @@ class Trainer:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         if ema is not None:
             tensors.update({f"ema.{k}": v for k, v in ema.module.state_dict().items()})
+        # The plain model the method exports (AFD: disentangler folded in), so that runs.load
+        # reads an unfinished run without knowing its method. Only when it differs from the
+        # trained module; resume never reads it.
+        for kind, module in (("model", self.model), ("ema", ema.module if ema is not None else None)):
+            plain = self.method.export(module) if module is not None else module
+            if plain is not module:
+                tensors.update({f"export.{kind}.{k}": v for k, v in plain.state_dict().items()})
         for idx, st in optimizer.state_dict()["state"].items():
             tensors.update({f"optim.{idx}.{k}": v for k, v in st.items() if torch.is_tensor(v)})
         tensors["rng.cpu"] = torch.get_rng_state()
