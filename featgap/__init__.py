@@ -11,8 +11,10 @@ those inside functions)::
     tier 4  runs                             run directories: config.json, metrics, safetensors
     tier 5  probes  |  methods               measurements on any nn.Module | one loss per method
     tier 6  train · evaluate · presets       the one Trainer | clean / PGD / AutoAttack | recipes
-    tier 7  demo                             the main job
-    tier 8  cli                              the ``featgap`` command
+    tier 7  plots                            DataFrame / run -> plotly Figure, pure functions
+    tier 8  widgets                          ipywidgets controls wired to probes and plots
+    tier 9  demo                             the main job
+    tier 10 cli                              the ``featgap`` command
 
 Run directories sit below methods and probes: they are a storage format (plain models in
 safetensors, metadata in JSON) that training writes and everything else reads, so any layer

@@ -68,3 +68,40 @@ def recording_smallcnn():
     recorder = ModeRecorder()
     model.stage2.append(recorder)
     return model, recorder.seen
+
+
+@pytest.fixture(scope="session")
+def widget_runs(tmp_path_factory):
+    """Small real runs for the plots and widgets tests, trained once per session (~20 s on 2 cores).
+
+    ``{"standard": dir, "pgd_at": dir, "afd": dir, "data": (x, y)}``: smallcnn on mnist5k —
+    standard training (2 epochs), PGD-AT (2 epochs, ε ramped, checkpoints kept every epoch when
+    the Trainer supports it) and AFD fine-tuned from the standard run (1 epoch); each run has an
+    ``eval.json`` written by :func:`featgap.evaluate.evaluate` (n = 40, no AutoAttack); ``data`` is a
+    stratified 40-image test subset as float tensors.
+    """
+    from dataclasses import fields
+
+    from featgap import data, runs
+    from featgap.evaluate import evaluate
+    from featgap.train import TrainConfig, Trainer
+
+    root = tmp_path_factory.mktemp("widget_runs")
+    test = data.load("mnist5k", "test")
+    common = dict(dataset="mnist5k", model="smallcnn", lr=0.05, monitor_n=100, probe_n=40)
+    keep = {"keep_checkpoints": 1} if "keep_checkpoints" in {f.name for f in fields(TrainConfig)} else {}
+    configs = {
+        "standard": TrainConfig(method="standard", epochs=2, **common),
+        "pgd_at": TrainConfig(method="pgd_at", epochs=2, eps_warmup_epochs=1, attack_steps=3, **common, **keep),
+        "afd": TrainConfig(method="afd", epochs=1, attack_steps=3, init=str(root / "standard"), **common),
+    }
+    out = {}
+    for name, cfg in configs.items():
+        Trainer(cfg, out=root / name).fit()
+        model = runs.load(root / name)
+        result = evaluate(model, test, n=40, autoattack=False, pgd_steps=5)
+        runs.write_json(root / name / "eval.json", result.as_dict())
+        out[name] = root / name
+    x, y = test.stratified_subset(40, 0).tensors()
+    out["data"] = (x, y)
+    return out

@@ -24,9 +24,11 @@ TIERS: dict[str, int] = {
     "runs": 4,
     "probes": 5, "methods": 5,
     "train": 6, "evaluate": 6, "presets": 6,
-    "demo": 7,
-    "cli": 8,
-    "__main__": 9,
+    "plots": 7,
+    "widgets": 8,
+    "demo": 9,
+    "cli": 10,
+    "__main__": 11,
 }
 """Top-level module or sub-package of featgap -> its tier. A module may import its own top-level
 unit and strictly lower tiers only (so two units on one tier never import each other)."""
