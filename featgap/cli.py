@@ -148,6 +148,9 @@ def _add_train(t: argparse.ArgumentParser) -> None:
                    help="record the per-layer feature-gap trajectory (with CIs) on this many images each epoch "
                    f"(default {d('probe_n')})")
     t.add_argument("--probe-layers", nargs="+", default=None, help="layers for --probe-n (default: all layer_names)")
+    t.add_argument("--keep-checkpoints", type=int, default=None, metavar="EVERY",
+                   help="every EVERY epochs keep that epoch's model as checkpoints/epoch_K.safetensors, e.g. for "
+                   f"the TrainingScrubber (runs.load(run, epoch=K); default {d('keep_checkpoints')}: none)")
     g = t.add_argument_group("method options", "Generated from each method's declared options "
                              "(featgap/methods/). A flag applies only to the methods it names; "
                              "left out, the option is the preset's, else the method's default.")
@@ -294,7 +297,7 @@ _TRAIN_FIELDS = {
     "attack_steps": "attack_steps", "attack_step_size": "attack_step_size", "eps_warmup": "eps_warmup_epochs",
     "ema": "ema_decay", "init": "init", "val_fraction": "val_fraction",
     "monitor_n": "monitor_n", "probe_n": "probe_n", "probe_layers": "probe_layers",
-    "extra_data": "extra_data", "extra_fraction": "extra_fraction",
+    "extra_data": "extra_data", "extra_fraction": "extra_fraction", "keep_checkpoints": "keep_checkpoints",
 }
 """``featgap train`` flag (argparse dest) -> the :class:`TrainConfig` field it sets."""
 

@@ -9,6 +9,10 @@
         last.safetensors   latest training state (model, EMA, optimiser buffers, RNG) for resume
         state.json         epoch and step of last.safetensors
         model.safetensors  final weights (the EMA weights when EMA is on), written at the end
+        epoch_001.safetensors, epoch_002.safetensors, ...
+                           kept epochs (``featgap train --keep-checkpoints EVERY``): the plain
+                           model exported after epoch K, like model.safetensors; never overwritten
+                           by later epochs, and untouched by resume
       summary.json         final numbers; present only once training has finished
       eval.json            written by ``featgap eval``
 
@@ -23,7 +27,11 @@ as ``export.model.*`` and ``export.ema.*``. So :func:`load` reads the plain mode
 finished or not, without knowing its method; the method itself rebuilds its training-time
 module (``Method.load_wrapper``, e.g. ``featgap.methods.afd.load_student``).
 
+Kept epochs are read with ``load(run_dir, epoch=K)``; :func:`checkpoint_epochs` lists them.
+
 >>> model = featgap.runs.load("runs/demo/pgd_at")       # ready to use, in eval mode
+>>> featgap.runs.checkpoint_epochs("runs/demo/pgd_at")   # e.g. [2, 4, 6, 8] with --keep-checkpoints 2
+>>> featgap.runs.load("runs/demo/pgd_at", epoch=4)       # the model as it was after epoch 4
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import subprocess
 import tempfile
 from pathlib import Path
@@ -45,6 +54,23 @@ from featgap.errors import FeatgapError
 
 CONFIG, METRICS, SUMMARY = "config.json", "metrics.jsonl", "summary.json"
 FINAL, LAST, STATE = "checkpoints/model.safetensors", "checkpoints/last.safetensors", "checkpoints/state.json"
+_KEPT = re.compile(r"epoch_(\d+)\.safetensors")
+
+
+def epoch_checkpoint(run_dir: str | Path, epoch: int) -> Path:
+    """Where the model kept after ``epoch`` lives: ``RUN_DIR/checkpoints/epoch_{epoch:03d}.safetensors``."""
+    return Path(run_dir) / "checkpoints" / f"epoch_{int(epoch):03d}.safetensors"
+
+
+def checkpoint_epochs(run_dir: str | Path) -> list[int]:
+    """The epochs whose model a run kept (``--keep-checkpoints``), ascending; ``[]`` when it kept none.
+
+    A folder that is not a run directory is a one-line :class:`FeatgapError`.
+    """
+    read_config(run_dir)
+    folder = Path(run_dir) / "checkpoints"
+    found = (_KEPT.fullmatch(p.name) for p in folder.iterdir()) if folder.is_dir() else ()
+    return sorted(int(m.group(1)) for m in found if m)
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -154,20 +180,35 @@ def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], source: st
     model.load_state_dict(state)
 
 
-def load(run_dir: str | Path, which: str = "final", device: torch.device | str = "cpu") -> nn.Module:
+def load(run_dir: str | Path, which: str = "final", device: torch.device | str = "cpu", *,
+         epoch: int | None = None) -> nn.Module:
     """The trained (plain) model of a run, the same way for every method, in eval mode on ``device``.
 
     ``which="final"`` gives the exported weights (EMA weights when EMA was on); while a run is
     still unfinished it falls back to the latest checkpoint. ``which="last"`` always reads the
     latest training checkpoint (the raw, non-EMA weights). From a checkpoint, the exported
     weights ``export.*`` are read when the method stored them (it trains a wrapper), else the
-    trained module's own.
+    trained module's own. ``epoch=K`` reads the model kept after epoch ``K`` instead
+    (:func:`checkpoint_epochs`; exported like the final one); an epoch that was not kept is a
+    one-line :class:`FeatgapError`.
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     model = build_model(config["model_card"])
     final, last = run_dir / FINAL, run_dir / LAST
-    if which == "final" and final.exists():
+    if which not in ("final", "last"):
+        raise FeatgapError(f"which must be 'final' or 'last', got {which!r} (for a kept epoch pass epoch=K)")
+    if epoch is not None:
+        if which != "final":
+            raise FeatgapError("give which='last' or epoch=K, not both")
+        path = epoch_checkpoint(run_dir, epoch)
+        if not path.is_file():
+            kept = checkpoint_epochs(run_dir)
+            have = (f"it kept epochs {', '.join(map(str, kept))}" if kept else
+                    "it kept none (train with --keep-checkpoints EVERY to keep them)")
+            raise FeatgapError(f"{run_dir} has no checkpoint of epoch {epoch}: {have}")
+        state = read_tensors(path)
+    elif which == "final" and final.exists():
         state = read_tensors(final)
     elif last.exists():
         full = read_tensors(last)

@@ -48,3 +48,25 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme and "make demo" in readme
     assert re.search(r"^make test$", ci, re.M)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", text)[:3])
+
+
+def test_plotly_figurewidget_has_its_anywidget():
+    """plotly ≥ 6 builds FigureWidget on anywidget: when plotly is 6+, anywidget must be installed at
+    the floor pyproject.toml declares, and a FigureWidget must construct (else every view fails)."""
+    from importlib.metadata import version
+
+    import plotly
+    import plotly.graph_objects as go
+
+    deps = _names(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"])
+    assert deps.get("anywidget", "").startswith(">="), "pyproject.toml must list anywidget with a lower bound"
+    if _version(plotly.__version__)[0] >= 6:
+        import anywidget  # noqa: F401 - must import
+
+        assert _version(version("anywidget")) >= _version(deps["anywidget"]), (version("anywidget"), deps["anywidget"])
+    fw = go.FigureWidget(go.Scatter(x=[0, 1], y=[1, 0]))
+    assert list(fw.data[0].x) == [0, 1]

@@ -124,3 +124,77 @@ def test_validation_split_monitors_held_out_training_data(tmp_path):
     assert len(trainer.train_set) == 3600
     record = trainer.callbacks[0](trainer.model, 0)
     assert record["monitor_split"] == "val" and record["monitor_n"] == 100
+
+
+# ---------------------------------------------------------------- --keep-checkpoints
+def _same_numbers(a: list[dict], b: list[dict]) -> bool:
+    """metrics.jsonl records equal in everything but the wall-clock seconds."""
+    strip = lambda records: [{k: v for k, v in r.items() if k != "seconds"} for r in records]  # noqa: E731
+    return strip(a) == strip(b)
+
+
+KEEP_FAST = {**FAST, "val_fraction": 0.8}
+"""900 training images: the keep-checkpoints tests compare runs with each other, not with a target accuracy."""
+
+
+def test_keep_checkpoints_keeps_each_epochs_export_and_changes_no_number(tmp_path):
+    """keep 1 over 3 epochs, interrupted after epoch 1 and resumed: epochs [1, 2, 3], the last one is the
+    final model, and weights and metrics are bit-identical to a run that keeps nothing."""
+    plain_cfg = TrainConfig(method="standard", epochs=3, **KEEP_FAST)
+    plain = Trainer(plain_cfg, out=tmp_path / "plain").fit()
+    assert runs.checkpoint_epochs(tmp_path / "plain") == []
+    with pytest.raises(FeatgapError, match="kept none.*--keep-checkpoints") as err:
+        runs.load(tmp_path / "plain", epoch=1)
+    assert "\n" not in str(err.value)
+
+    class Stop(Exception):
+        pass
+
+    def stop_in_second_epoch(model, epoch):
+        if epoch == 1:
+            raise Stop
+        return {}
+
+    kept_cfg = TrainConfig(method="standard", epochs=3, keep_checkpoints=1, **KEEP_FAST)
+    out = tmp_path / "kept"
+    with pytest.raises(Stop):
+        Trainer(kept_cfg, out=out, callbacks=[stop_in_second_epoch]).fit()
+    assert runs.checkpoint_epochs(out) == [1]
+    kept = Trainer(kept_cfg, out=out).fit()
+    assert runs.checkpoint_epochs(out) == [1, 2, 3]
+    for (k, a), b in zip(plain.state_dict().items(), kept.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert _same_numbers(runs.read_metrics(tmp_path / "plain"), runs.read_metrics(out))
+    # epoch 3's kept file is the final model (no EMA), and loads as such
+    assert runs.read_tensors(runs.epoch_checkpoint(out, 3)).keys() == runs.read_tensors(out / runs.FINAL).keys()
+    final = runs.read_tensors(out / runs.FINAL)
+    for k, v in runs.read_tensors(runs.epoch_checkpoint(out, 3)).items():
+        assert torch.equal(v, final[k]), k
+    x, _ = data.load("mnist5k", "test").stratified_subset(20).tensors()
+    with torch.no_grad():
+        assert torch.equal(runs.load(out, epoch=3)(x), kept(x))
+        assert not torch.equal(runs.load(out, epoch=1)(x), kept(x))
+    with pytest.raises(FeatgapError, match="no checkpoint of epoch 7: it kept epochs 1, 2, 3") as err:
+        runs.load(out, epoch=7)
+    assert "\n" not in str(err.value)
+    with pytest.raises(FeatgapError, match="not both"):
+        runs.load(out, "last", epoch=3)
+
+
+def test_keep_checkpoints_keeps_the_ema_export_every_n_epochs(tmp_path):
+    out = tmp_path / "ema"
+    Trainer(TrainConfig(method="standard", epochs=2, ema_decay=0.9, keep_checkpoints=2, **KEEP_FAST), out=out).fit()
+    assert runs.checkpoint_epochs(out) == [2]
+    final, kept = runs.read_tensors(out / runs.FINAL), runs.read_tensors(runs.epoch_checkpoint(out, 2))
+    raw = runs.load(out, which="last").state_dict()
+    assert all(torch.equal(kept[k], final[k]) for k in final)
+    assert not all(torch.equal(kept[k], raw[k]) for k in raw)  # the EMA weights, not the raw ones
+
+
+def test_keep_checkpoints_flag_reaches_the_config():
+    from featgap.cli import build_parser, train_config_from_args
+
+    args = build_parser().parse_args(["train", "--out", "x", "--keep-checkpoints", "2"])
+    assert train_config_from_args(args).keep_checkpoints == 2
+    with pytest.raises(FeatgapError, match="--keep-checkpoints must be non-negative"):
+        TrainConfig(keep_checkpoints=-1).resolved()

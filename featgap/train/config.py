@@ -81,6 +81,10 @@ class TrainConfig:
     mixed into every batch at ``extra_fraction`` (:func:`featgap.data.load_extra`)."""
     extra_fraction: float = 0.0
     """Share of each training batch drawn from ``extra_data`` (the literature uses 0.7)."""
+    keep_checkpoints: int = 0
+    """Every this many epochs, keep that epoch's exported model (the EMA weights when EMA is on, as
+    the final export) as ``checkpoints/epoch_{K:03d}.safetensors`` (0: keep none). Storage only:
+    the training numbers are the same; :func:`featgap.runs.load` reads one with ``epoch=K``."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -190,6 +194,8 @@ class TrainConfig:
             bad("--probe-n must be non-negative")
         if not 0.0 <= self.extra_fraction < 1.0:
             bad(f"--extra-fraction must be in [0, 1); got {self.extra_fraction}")
+        if self.keep_checkpoints < 0:
+            bad(f"--keep-checkpoints must be non-negative (0: keep none); got {self.keep_checkpoints}")
         if self.extra_fraction > 0 and self.extra_data is None:
             bad("--extra-fraction needs --extra-data (an .npz of images and labels)")
         if self.device not in ("auto", "cpu", "mps") and not self.device.startswith("cuda"):
@@ -204,8 +210,9 @@ def field_default(name: str) -> object:
 def differing_settings(recorded: dict, config: TrainConfig) -> list[str]:
     """Fields where a run's recorded ``config`` differs from ``config``, among those that change training.
 
-    ``device`` and ``download`` do not change the result, and ``finetune`` only names the stage
-    that follows (one pre-training may serve several fine-tunings). Fields added to
+    ``device``, ``download`` and ``keep_checkpoints`` do not change the result (the last only
+    stores more), and ``finetune`` only names the stage that follows (one pre-training may serve
+    several fine-tunings). Fields added to
     :class:`TrainConfig` after the run was written count as their defaults, and so do method
     options the run's method gained since; an older run's ``trades_beta`` is read as TRADES'
     option ``beta`` (:meth:`TrainConfig.upgrade`).
@@ -216,7 +223,7 @@ def differing_settings(recorded: dict, config: TrainConfig) -> list[str]:
     if old["method"] in methods.METHODS:
         old["extra"] = {**methods.METHODS[old["method"]].defaults, **(old["extra"] or {})}
     return [k for k, v in config.as_dict().items()
-            if k not in ("device", "download", "finetune") and _jsonable(old.get(k)) != _jsonable(v)]
+            if k not in ("device", "download", "finetune", "keep_checkpoints") and _jsonable(old.get(k)) != _jsonable(v)]
 
 
 def _jsonable(v: object) -> object:

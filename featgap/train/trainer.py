@@ -156,6 +156,15 @@ class Trainer:
         runs.write_tensors(self.out / runs.LAST, tensors)
         runs.write_json(self.out / runs.STATE, {"epoch": epoch, "step": self.step})
 
+    def _keep_epoch(self, epoch: int, eval_model: nn.Module) -> None:
+        """``--keep-checkpoints``: the plain model exported after ``epoch`` (as the final export is), kept for good.
+
+        Written before that epoch's training state, so a resumable epoch always has its file; a
+        rerun of an interrupted epoch rewrites it atomically with the same numbers.
+        """
+        assert self.out is not None
+        runs.write_tensors(runs.epoch_checkpoint(self.out, epoch), self.method.export(eval_model).state_dict())
+
     def _resume(self, optimizer: torch.optim.Optimizer, ema: ModelEMA | None) -> None:
         out = self.out
         assert out is not None
@@ -236,6 +245,8 @@ class Trainer:
             record["seconds"] = time.perf_counter() - epoch_start
             if self.out is not None:
                 runs.append_jsonl(self.out / runs.METRICS, record)
+                if cfg.keep_checkpoints and (epoch + 1) % cfg.keep_checkpoints == 0:
+                    self._keep_epoch(epoch + 1, eval_model)
                 self._save_checkpoint(epoch + 1, optimizer, ema)
             self.last_record = record
         final = self.method.export(ema.module if ema is not None else model)
