@@ -215,6 +215,8 @@ def main() -> None:
 def results_text(args: argparse.Namespace, lrs: dict[str, float], rows: dict[str, list[dict]],
                  tuning: str | None) -> str:
     mean = statistics.mean
+    for r in (r for m in MODELS for r in rows[m]):
+        r.setdefault("pgd_ce", r["pgd"])  # a record from before the worst-case protocol: its pgd is CE-PGD alone
     ce_clean = [r["clean"] for r in rows["ce"]]
     drop = {m: [c - r["clean"] for c, r in zip(ce_clean, rows[m])] for m in MODELS}
     col = {m: {k: [r[k] for r in rows[m]] for k in rows[m][0] if isinstance(rows[m][0][k], (int, float))}
@@ -244,11 +246,11 @@ def results_text(args: argparse.Namespace, lrs: dict[str, float], rows: dict[str
         "| --- | --- | --- | --- | --- | --- |"]
     for m in MODELS:
         c = col[m]
-        lines.append(f"| {LABELS[m]} | {mean_std(c['clean'])} | {mean_std(c['pgd'])} | {mean_std(c['pgd_margin'])} | "
+        lines.append(f"| {LABELS[m]} | {mean_std(c['clean'])} | {mean_std(c['pgd_ce'])} | {mean_std(c['pgd_margin'])} | "
                      f"{mean_std(c['autoattack'])} | {'—' if m == 'ce' else mean_std(drop[m], 2)} |")
         if collapsed[m]:
             c = ok_col[m]
-            lines.append(f"| {LABELS[m]}, without collapsed seeds | {mean_std(c['clean'])} | {mean_std(c['pgd'])} | "
+            lines.append(f"| {LABELS[m]}, without collapsed seeds | {mean_std(c['clean'])} | {mean_std(c['pgd_ce'])} | "
                          f"{mean_std(c['pgd_margin'])} | {mean_std(c['autoattack'])} | {mean_std(ok_drop[m], 2)} |")
     gone = [f"{LABELS[m]} seed {args.seeds[i]}" for m in MODELS for i in collapsed[m]]
     if gone:
@@ -277,7 +279,7 @@ def results_text(args: argparse.Namespace, lrs: dict[str, float], rows: dict[str
     for m in MODELS:
         c = col[m]
         lines.append(f"| {LABELS[m]} | {mean_std(c['ce_zero_grad'])} | {mean_std(c['logit_margin'], 1)} | "
-                     f"{mean_std([p - a for p, a in zip(c['pgd'], c['autoattack'])])} |")
+                     f"{mean_std([p - a for p, a in zip(c['pgd_ce'], c['autoattack'])])} |")
     verdicts = []
     for afa in ("afa_alf", "afa_aff"):
         for base in ("pgd_at", "trades"):
@@ -295,8 +297,8 @@ def results_text(args: argparse.Namespace, lrs: dict[str, float], rows: dict[str
                      mean(ok_drop["afa_trades"]) < mean(ok_drop["trades"])))
     for m in MODELS:
         if m != "ce":
-            verdicts.append((f"{LABELS[m]}: PGD-20 (CE) is more than 10 points above AutoAttack (the gradient-masking flag of [evaluation.md](evaluation.md))",
-                             mean(ok_col[m]["pgd"]) - mean(ok_col[m]["autoattack"]) > 10.0))
+            verdicts.append((f"{LABELS[m]}: PGD-20 (CE) is more than 10 points above AutoAttack (CE-PGD is fooled: gradient masking, [evaluation.md](evaluation.md) checks 6 and 8)",
+                             mean(ok_col[m]["pgd_ce"]) - mean(ok_col[m]["autoattack"]) > 10.0))
     lines += ["", "### Verdicts (computed from the numbers above)", ""]
     lines += [f"- {text}: **{'yes' if ok else 'no'}**" for text, ok in verdicts]
     if tuning:

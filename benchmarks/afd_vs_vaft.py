@@ -112,10 +112,12 @@ def main() -> None:
 
 def write_results(path: Path, args: argparse.Namespace, lrs: dict[str, float], rows: dict[str, list[dict]],
                   natural: dict, tuning: str | None) -> None:
-    cols = ("clean", "pgd", "autoattack")
+    for r in [natural, *(r for m in METHODS for r in rows[m])]:
+        r.setdefault("pgd_ce", r["pgd"])  # a record from before the worst-case protocol: its pgd is CE-PGD alone
+    cols = ("clean", "pgd_ce", "autoattack")
     summary = {m: {c: [r[c] for r in rows[m]] for c in cols} for m in METHODS}
-    for m in METHODS:
-        summary[m]["avg"] = [(r["clean"] + r["pgd"] + r["autoattack"]) / 3 for r in rows[m]]
+    for m in METHODS:  # the paper's Avg: CE-PGD-20, as the paper evaluates
+        summary[m]["avg"] = [(r["clean"] + r["pgd_ce"] + r["autoattack"]) / 3 for r in rows[m]]
     traj = {m: load_trajectory([r["run"] for r in rows[m]]) for m in METHODS}
 
     def gap_by_epoch(method: str, metric: str = "linf") -> dict[int, list[float]]:
@@ -132,7 +134,7 @@ def write_results(path: Path, args: argparse.Namespace, lrs: dict[str, float], r
     mean = statistics.mean
     verdicts = [
         ("AFD's feature gap (L∞, last epoch) is below vAFT's", mean(gaps["afd"][last]) < mean(gaps["vaft"][last])),
-        ("AFD's PGD-20 accuracy is higher than vAFT's", mean(summary["afd"]["pgd"]) > mean(summary["vaft"]["pgd"])),
+        ("AFD's PGD-20 accuracy is higher than vAFT's", mean(summary["afd"]["pgd_ce"]) > mean(summary["vaft"]["pgd_ce"])),
         ("AFD's AutoAttack accuracy is higher than vAFT's",
          mean(summary["afd"]["autoattack"]) > mean(summary["vaft"]["autoattack"])),
         ("AFD's clean accuracy is higher than vAFT's", mean(summary["afd"]["clean"]) > mean(summary["vaft"]["clean"])),
@@ -153,14 +155,14 @@ def write_results(path: Path, args: argparse.Namespace, lrs: dict[str, float], r
         "",
         "### Accuracy (%, mean ± std over seeds)",
         "",
-        "| model | clean | PGD-20 | AutoAttack | Avg |",
+        "| model | clean | PGD-20 (CE) | AutoAttack | Avg (paper: CE-PGD) |",
         "| --- | --- | --- | --- | --- |",
-        f"| natural (start) | {natural['clean']:.1f} | {natural['pgd']:.1f} | {natural['autoattack']:.1f} | "
-        f"{(natural['clean'] + natural['pgd'] + natural['autoattack']) / 3:.1f} |",
+        f"| natural (start) | {natural['clean']:.1f} | {natural['pgd_ce']:.1f} | {natural['autoattack']:.1f} | "
+        f"{(natural['clean'] + natural['pgd_ce'] + natural['autoattack']) / 3:.1f} |",
     ]
     for m in METHODS:
         s = summary[m]
-        lines.append(f"| {m} | {mean_std(s['clean'])} | {mean_std(s['pgd'])} | {mean_std(s['autoattack'])} | "
+        lines.append(f"| {m} | {mean_std(s['clean'])} | {mean_std(s['pgd_ce'])} | {mean_std(s['autoattack'])} | "
                      f"{mean_std(s['avg'])} |")
     lines += ["", f"Paper, {PAPER}.", "",
               "### Feature gap over fine-tuning (L∞ at the pooled penultimate layer, mean over 200 test images)", "",

@@ -45,7 +45,9 @@ def _config_default(name: str) -> object:
     return field_default(name)
 
 
-def _common(p: argparse.ArgumentParser, *, training: bool, several_eps: bool = False, batch_size: int = 0) -> None:
+def _common(p: argparse.ArgumentParser, *, training: bool, several_eps: bool = False, batch_size: int = 0,
+            eps_help: str = "L∞/L2 radius in pixel units (default: the dataset's for --norm: L∞ 0.3 MNIST, "
+                            "8/255 CIFAR; L2 2.0 MNIST, 0.5 CIFAR)") -> None:
     """Flags every sub-command shares. For ``train`` every default is ``None`` ("not given"):
     :func:`train_config_from_args` fills it from ``--preset``, then from ``TrainConfig``.
     ``batch_size``: the default of ``--batch-size`` in the other sub-commands."""
@@ -60,9 +62,10 @@ def _common(p: argparse.ArgumentParser, *, training: bool, several_eps: bool = F
         add("--model", None, "smallcnn | preact_resnet18 | resnet18 | wrn34_10")
     if several_eps:
         g.add_argument("--eps", type=float, nargs="+", default=None,
-                       help="one or more L∞/L2 radii in pixel units (default: the run's training ε)")
+                       help="one or more L∞/L2 radii in pixel units (default: the run's training ε when --norm is "
+                       "the run's, else the dataset's for --norm)")
     else:
-        g.add_argument("--eps", type=float, default=None, help="L∞/L2 radius in pixel units (default: the dataset's)")
+        g.add_argument("--eps", type=float, default=None, help=eps_help.replace("%", "%%"))
     add("--device", "auto", "auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps")
     add("--seed", 0, "random seed", type=int)
     add("--data-root", "data", "where datasets live")
@@ -116,7 +119,8 @@ def _add_train(t: argparse.ArgumentParser) -> None:
     t.add_argument("--schedule", default=None,
                    help=f"piecewise (×0.1 at 50%%, 75%%, or a preset's steps) | cosine | constant "
                    f"(default {d('schedule')})")
-    t.add_argument("--norm", default=None, help=f"linf | l2 (training attack; default {d('norm')})")
+    t.add_argument("--norm", default=None, help=f"linf | l2 (training attack; its default --eps is the dataset's "
+                   f"for this norm; default {d('norm')})")
     t.add_argument("--attack-steps", type=int, default=None,
                    help=f"PGD steps in training (default {d('attack_steps')})")
     t.add_argument("--attack-step-size", type=float, default=None,
@@ -171,10 +175,14 @@ def _add_eval(e: argparse.ArgumentParser) -> None:
     e.description = ("Evaluate a run on its dataset's test split (the protocol of docs/evaluation.md: clean, PGD, "
                      "AutoAttack, sanity checks); writes RUN_DIR/eval.json.")
     e.add_argument("run_dir", help="a run directory written by featgap train")
-    _common(e, training=False, batch_size=250)
+    _common(e, training=False, batch_size=250,
+            eps_help="attack radius in pixel units (default: the run's training ε when --norm is the run's norm, "
+                     "else the dataset's for --norm)")
     e.add_argument("--n", type=int, default=None, help="stratified test subset size (default: whole test split)")
-    e.add_argument("--norm", default="linf", help="threat model: linf | l2 (default linf)")
+    e.add_argument("--norm", default=None, help="threat model: linf | l2 (default: the run's, from its config.json)")
     e.add_argument("--pgd-steps", type=int, default=20, help="steps of the PGD evaluation attack (default 20)")
+    e.add_argument("--pgd-step-size", type=float, default=None, metavar="ALPHA",
+                   help="PGD step size in pixel units, e.g. 0.003 as in the AFD paper (default: 2.5·ε/steps)")
     e.add_argument("--no-autoattack", action="store_true",
                    help="skip AutoAttack, much faster (default: AutoAttack runs)")
 
@@ -191,7 +199,7 @@ def _add_probe(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n", type=int, default=1000,
                    help="stratified test images (default 1000; fewer if the split is smaller)")
     p.add_argument("--steps", type=int, default=10, help="PGD steps (default 10)")
-    p.add_argument("--norm", default="linf", help="linf | l2 (default linf)")
+    p.add_argument("--norm", default=None, help="linf | l2 (default: the run's, from its config.json)")
     p.add_argument("--pool", default="avg", help="avg (global average of feature maps) | flatten (default avg)")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
     p.add_argument("--out", default=None, help="CSV to write (default RUN_DIR/probe.csv)")
@@ -375,18 +383,55 @@ def _eval(args: argparse.Namespace) -> None:
     from featgap.evaluate import evaluate
     from featgap.train import resolve_device
 
-    if args.eps is not None and not 0.0 <= args.eps <= 1.0:
-        raise FeatgapError(f"--eps must be in [0, 1] (pixel units); got {args.eps}")
     if args.n is not None and args.n < 1:
         raise FeatgapError(f"--n must be at least 1; got {args.n}")
-    config = runs.read_config(args.run_dir)
+    if args.pgd_steps < 1:
+        raise FeatgapError(f"--pgd-steps must be at least 1; got {args.pgd_steps}")
+    if args.pgd_step_size is not None and not args.pgd_step_size > 0:
+        raise FeatgapError(f"--pgd-step-size must be positive (pixel units, e.g. 0.003); got {args.pgd_step_size}")
+    config = runs.read_config(args.run_dir)["config"]
+    norm, eps = eval_threat_model(config, args.norm, args.eps)
     device = resolve_device(args.device)
     model = runs.load(args.run_dir, device=device)
-    test = data.load(config["config"]["dataset"], "test", args.data_root, args.download)
-    result = evaluate(model, test, eps=args.eps, norm=args.norm, n=args.n, pgd_steps=args.pgd_steps,
-                      autoattack=not args.no_autoattack, seed=args.seed, batch_size=args.batch_size or 250)
+    test = data.load(config["dataset"], "test", args.data_root, args.download)
+    result = evaluate(model, test, eps=eps, norm=norm, n=args.n, pgd_steps=args.pgd_steps,
+                      pgd_step_size=args.pgd_step_size, autoattack=not args.no_autoattack, seed=args.seed,
+                      batch_size=args.batch_size or 250)
     runs.write_json(Path(args.run_dir) / "eval.json", result.as_dict())
     print(result.report())
+
+
+def eval_threat_model(config: dict, norm: str | None = None, eps: float | None = None) -> tuple[str, float]:
+    """The ``(norm, ε)`` ``featgap eval`` attacks a run with: the run's own unless overridden.
+
+    ``norm`` defaults to the run's training norm (``config.json``; ``linf`` for a run that
+    records none). ``eps`` defaults to the run's training ε when the norm is the run's, else to
+    the dataset's default radius for that norm (:meth:`featgap.data.DatasetInfo.default_eps`):
+    an L∞ ε means nothing for an L2 attack. A bad norm or radius is a one-line :class:`FeatgapError`.
+
+    Arguments:
+        config (dict): a run's ``config.json["config"]``.
+        norm (str | None): ``--norm`` (``None``: not given).
+        eps (float | None): ``--eps`` (``None``: not given).
+
+    Examples::
+        >>> eval_threat_model({"dataset": "cifar10", "norm": "l2", "eps": 0.5})
+        ('l2', 0.5)
+        >>> eval_threat_model({"dataset": "cifar10", "norm": "l2", "eps": 0.5}, norm="linf")
+        ('linf', 0.03137254901960784)
+    """
+    from featgap import data
+    from featgap.attacks import check_eps
+
+    run_norm = config.get("norm") or "linf"
+    norm = run_norm if norm is None else norm
+    if norm not in ("linf", "l2"):
+        raise FeatgapError(f"unknown norm {norm!r}; choose linf or l2")
+    if eps is None:
+        recorded = config.get("eps")
+        eps = recorded if norm == run_norm and recorded is not None else data.info(config["dataset"]).default_eps(norm)
+    check_eps(float(eps), norm)
+    return norm, float(eps)
 
 
 def _probe(args: argparse.Namespace) -> None:
@@ -397,18 +442,18 @@ def _probe(args: argparse.Namespace) -> None:
     from featgap.train import resolve_device
 
     config = runs.read_config(args.run_dir)["config"]
-    eps_values = args.eps if args.eps is not None else [config["eps"]]
+    from featgap.attacks import check_eps
+
+    norm, default_eps = eval_threat_model(config, args.norm, None if args.eps is None else args.eps[0])
+    eps_values = args.eps if args.eps is not None else [default_eps]
     for e in eps_values:
-        if not 0.0 <= e <= 1.0:
-            raise FeatgapError(f"--eps must be in [0, 1] (pixel units); got {e}")
+        check_eps(e, norm)
     if args.n < 1:
         raise FeatgapError(f"--n must be at least 1; got {args.n}")
     if args.steps < 0:
         raise FeatgapError(f"--steps must be non-negative; got {args.steps}")
     if args.n_boot < 0:
         raise FeatgapError(f"--n-boot must be non-negative; got {args.n_boot}")
-    if args.norm not in ("linf", "l2"):
-        raise FeatgapError(f"unknown norm {args.norm!r}; choose linf or l2")
     out = Path(args.out) if args.out is not None else Path(args.run_dir) / "probe.csv"
     if out.is_dir():
         raise FeatgapError(f"--out {out} is a directory; give a .csv file name")
@@ -418,7 +463,7 @@ def _probe(args: argparse.Namespace) -> None:
     subset = test.stratified_subset(args.n, args.seed) if args.n < len(test) else test
     x, y = subset.tensors()
     table = gap_vs_eps(model, x, y, eps=eps_values, layers=args.layers, pool=args.pool, steps=args.steps,
-                       norm=args.norm, batch_size=args.batch_size or 500, seed=args.seed)
+                       norm=norm, batch_size=args.batch_size or 500, seed=args.seed)
     to_csv(table, out)
     print(format_probe_summary(table, n_boot=args.n_boot, seed=args.seed))
     print(f"wrote {len(table)} rows ({table['sample'].nunique()} samples × layers × eps) to {out}")
@@ -464,11 +509,11 @@ def _data(args: argparse.Namespace) -> None:
         data.download(args.name, args.data_root)
         print(f"{args.name} is ready under {args.data_root}")
         return
-    print(f"{'name':15} {'classes':>7} {'shape':>9} {'eps':>7}  {'where':9} source")
+    print(f"{'name':15} {'classes':>7} {'shape':>9} {'eps L∞':>7} {'eps L2':>7}  {'where':9} source")
     for name, meta in data.DATASETS.items():
         where = "bundled" if meta.offline else ("on disk" if _on_disk(name, Path(args.data_root)) else "missing")
         print(f"{name:15} {meta.num_classes:>7} {meta.in_channels}×{meta.image_size}×{meta.image_size:<3} "
-              f"{meta.eps:>7.4g}  {where:9} {meta.source}")
+              f"{meta.eps:>7.4g} {meta.eps_l2:>7.4g}  {where:9} {meta.source}")
 
 
 def _on_disk(name: str, root: object) -> bool:

@@ -11,8 +11,9 @@
    the encoder, then ALF (a linear head trained with PGD-AT on the frozen encoder), with the
    ``mnist5k-smallcnn-afa`` preset on a shorter schedule. Its two stages are the run
    directories ``afa-pretrain`` and ``afa``.
-5. Evaluate all five on a stratified subset of the test split: clean, PGD-20 and standard
-   AutoAttack accuracy, with the sanity checks of ``docs/evaluation.md``.
+5. Evaluate all five on a stratified subset of the test split: clean, PGD-20 (CE and logit
+   margin, worst case per image) and standard AutoAttack accuracy, robust accuracy (the worst
+   case over every attack), with the sanity checks of ``docs/evaluation.md``.
 6. Print a table with the **feature gap** of each model: how far the features of an input and
    of its PGD-20 example lie apart (robust models' gaps are several times smaller), and AFD's
    disentangled components: ‖f1‖, ‖f2‖ and cos(f1, f2) on natural and adversarial inputs.
@@ -87,15 +88,29 @@ def _train_or_reuse(name: str, cfg: TrainConfig, out: Path, fresh: bool) -> None
     print(f"[{name}] trained {epochs} epochs in {time.perf_counter() - start:.0f} s → {run_dir}")
 
 
+TABLE_LEGEND = ("CE-PGD: PGD-20 on cross-entropy alone. PGD-20: per image the worst of CE- and margin-PGD-20.\n"
+                "robust: per image the worst of every attack run (PGD, AutoAttack, the checks' attacks).\n"
+                "avg = (clean + PGD-20 + AA) / 3.  paper = (clean + CE-PGD + AA) / 3, the AFD paper's avg.")
+"""What the columns of :func:`format_table` mean, printed under it by the demo."""
+
+
 def format_table(results: dict[str, EvalResult]) -> str:
-    """The demo's table: accuracies (%) and the mean feature gap under PGD-20."""
-    head = f"{'model':10} {'clean':>6} {'PGD-20':>7} {'AA':>6} {'avg':>6} │ {'gap L2':>7} {'gap L∞':>7} {'gap cos':>8}"
+    """The demo's table: accuracies (%) and the mean feature gap under PGD-20 (legend: :data:`TABLE_LEGEND`).
+
+    ``PGD-20``, ``robust`` and ``avg`` are per-image worst cases (:func:`featgap.evaluate.evaluate`);
+    ``CE-PGD`` and ``paper`` (the AFD paper's average) are shown next to them, labelled, to compare.
+    """
+    head = (f"{'model':10} {'clean':>6} {'CE-PGD':>7} {'PGD-20':>7} {'AA':>6} {'robust':>7} {'avg':>6} "
+            f"{'paper':>6} │ {'gap L2':>7} {'gap L∞':>7} {'gap cos':>8}")
     lines = [head, "─" * len(head)]
+
+    def num(v: float | None, width: int) -> str:
+        return f"{v:{width}.1f}" if v is not None else f"{'–':>{width}}"
+
     for name, r in results.items():
-        aa = f"{r.autoattack:6.1f}" if r.autoattack is not None else f"{'–':>6}"
-        avg = f"{r.avg:6.1f}" if r.avg is not None else f"{'–':>6}"
         g = r.feature_gap
-        lines.append(f"{name:10} {r.clean:6.1f} {r.pgd:7.1f} {aa} {avg} │ {g.get('l2', float('nan')):7.3f} "
+        lines.append(f"{name:10} {r.clean:6.1f} {num(r.pgd_ce, 7)} {r.pgd:7.1f} {num(r.autoattack, 6)} "
+                     f"{num(r.robust, 7)} {num(r.avg, 6)} {num(r.avg_paper, 6)} │ {g.get('l2', float('nan')):7.3f} "
                      f"{g.get('linf', float('nan')):7.3f} {g.get('cosine', float('nan')):8.4f}")
     return "\n".join(lines)
 
@@ -141,6 +156,7 @@ def run_demo(out: str | Path = "runs/demo", n: int = DEMO_N, device: str = "auto
     print(f"mnist5k test subset: n = {results['standard'].n} (stratified, seed {seed}), "
           f"L∞ ε = {test.info.eps}, smallcnn")
     print(format_table(results))
+    print(TABLE_LEGEND)
     print()
     print(format_components(out / "afd", test, n=n, seed=seed, device=device))
     print()

@@ -1,21 +1,29 @@
-"""Robustness evaluation: clean, PGD-20 and AutoAttack accuracy, with sanity checks.
+"""Robustness evaluation: clean, PGD-20 (CE and margin) and AutoAttack accuracy, with sanity checks.
 
 The protocol (``docs/evaluation.md``):
 
-* inputs in [0, 1], normalisation inside the model, so ε is in pixel units;
-* clean accuracy; PGD-20 accuracy (random start, CE, step 2.5·ε/20); standard AutoAttack
-  (APGD-CE → APGD-T → FAB-T → Square, reference implementation ``pyautoattack``), each
-  attack run on the points that survived the previous ones;
-* ``robust`` = the pointwise worst case over PGD-20 and AutoAttack;
-* ``avg`` = (clean + PGD + AA) / 3, as in the AFD paper;
-* every result carries sanity checks that flag broken evaluations or gradient masking. Beyond
-  the literature's usual list, PGD is rerun on the logit margin (:func:`featgap.attacks.margin`): a
-  model whose softmax saturates has exactly zero CE gradients and fools CE-PGD, not the margin.
+* inputs in [0, 1], normalisation inside the model, so ε is in pixel units; the threat model is
+  L∞ or L2 with the dataset's default radius for that norm (:meth:`featgap.data.DatasetInfo.default_eps`);
+* clean accuracy; PGD-20 twice, once on cross-entropy and once on the logit margin
+  (:func:`featgap.attacks.margin`), random start, step 2.5·ε/20 unless given; standard
+  AutoAttack (APGD-CE → APGD-T → FAB-T → Square, reference implementation ``pyautoattack``),
+  each attack run on the points that survived the previous ones;
+* every reported robust number is a **per-image worst case**: an image counts only if it is
+  classified correctly at every point any of the attacks tried (the clean image, δ = 0,
+  included)::
+
+      pgd    = mean_i [ clean_i ∧ CE-PGD_i ∧ margin-PGD_i ]
+      robust = mean_i [ clean_i ∧ CE-PGD_i ∧ margin-PGD_i ∧ AA_i ∧ every check's attack at radius ≤ ε ]
+      avg    = (clean + pgd + autoattack) / 3
+      avg_paper = (clean + pgd_ce + autoattack) / 3        (the AFD paper's summary: CE-PGD alone)
+
+* every result carries sanity checks that flag broken evaluations or gradient masking, each one
+  able to fail (``tests/test_evaluate.py`` builds a model that fails each).
 
 Usage::
 
     result = evaluate(model, featgap.data.load("mnist5k", "test"), eps=0.3, n=500)
-    print(result.table())
+    print(result.report())
 """
 
 from __future__ import annotations
@@ -27,12 +35,32 @@ from dataclasses import asdict, dataclass, field
 import torch
 from torch import nn
 
-from featgap.attacks import Objective, cross_entropy, eval_mode, margin, pgd
+from featgap.attacks import Objective, check_eps, cross_entropy, default_step_size, eval_mode, margin, pgd
 from featgap.data import ImageSet
+from featgap.errors import FeatgapError
 from featgap.probes import feature_gap
 from featgap.progress import progress
 
 AA_ATTACKS = ("apgd-ce", "apgd-t", "fab-t", "square")
+RESTARTS = 3
+"""Restarts of the restart check (check 4): PGD with this many restarts, the first one the main CE-PGD run's."""
+EPS_ZERO = 1e-4
+"""The radius of check 1's "ε → 0" attack, pixel units: far below one grey level (1/255)."""
+
+CHECK_ZERO = "clean accuracy is reproducible and holds at ε→0"
+CHECK_EPS = "robust accuracy does not rise with ε"
+CHECK_STEPS = "more PGD steps do not help the model"
+CHECK_RESTARTS = "more PGD restarts do not help the model"
+CHECK_CLEAN = "clean ≥ PGD"
+MARGIN_CHECK = "PGD on the logit margin is within 5 points of CE-PGD (else CE gradients are masked)"
+CHECK_AA = "AutoAttack ≤ PGD"
+CHECK_GAP = "PGD − AA gap ≤ 10 points (else possible gradient masking)"
+CHECK_SQUARE = "black-box Square finds nothing the white-box attacks missed"
+CHECK_AA_OWN = "AutoAttack's own checks"
+BASE_CHECKS = (CHECK_ZERO, CHECK_EPS, CHECK_STEPS, CHECK_RESTARTS, CHECK_CLEAN, MARGIN_CHECK)
+"""The checks every evaluation runs, in order (``docs/evaluation.md`` numbers them 1–6)."""
+AA_CHECKS = (CHECK_AA, CHECK_GAP, CHECK_SQUARE)
+"""The checks that need AutoAttack (7–9; 10, :data:`CHECK_AA_OWN`, appears only when AutoAttack warned)."""
 
 
 @dataclass
@@ -46,7 +74,13 @@ class Check:
 
 @dataclass
 class EvalResult:
-    """Accuracies in percent on ``n`` test images (a stratified subset when ``n`` < size)."""
+    """Accuracies in percent on ``n`` test images (a stratified subset when ``n`` < size).
+
+    ``pgd`` and ``robust`` are per-image worst cases (an image counts only if it survives every
+    attack named, and is classified correctly itself); ``pgd_ce`` and ``pgd_margin`` are the two
+    PGD attacks alone. ``avg`` uses the worst-case ``pgd``; ``avg_paper`` is the AFD paper's
+    summary with CE-PGD alone, kept only to compare with the paper.
+    """
 
     n: int
     eps: float
@@ -54,23 +88,39 @@ class EvalResult:
     seed: int
     clean: float
     pgd: float
+    """PGD-``pgd_steps`` accuracy, worst case per image over the CE and the margin attack (and the clean image)."""
     pgd_steps: int
     autoattack: float | None = None
     robust: float | None = None
+    """Worst case per image over every attack run (:attr:`robust_attacks`); ``None`` without AutoAttack."""
     autoattack_by_attack: dict[str, float] = field(default_factory=dict)
     feature_gap: dict[str, float] = field(default_factory=dict)
-    """Mean per-sample gap between features of natural inputs and their PGD examples."""
+    """Mean per-sample gap between features of natural inputs and their PGD examples (the margin
+    attack's example where it fooled the model and CE's did not, else CE's)."""
     checks: list[Check] = field(default_factory=list)
     pgd_margin: float | None = None
-    """PGD accuracy with the logit-margin objective (same steps), computed with the sanity checks."""
+    """PGD accuracy with the logit-margin objective alone (same steps and step size)."""
     seconds: float = 0.0
+    pgd_ce: float | None = None
+    """PGD accuracy with the cross-entropy objective alone (what PGD-20 means in most papers)."""
+    pgd_step_size: float | None = None
+    """The PGD step α used, pixel units (2.5·ε/steps unless given)."""
+    robust_attacks: list[str] = field(default_factory=list)
+    """The attacks :attr:`robust` is the worst case over, by name."""
 
     @property
     def avg(self) -> float | None:
-        """(clean + PGD + AA) / 3, or ``None`` when AutoAttack was skipped."""
+        """(clean + PGD + AA) / 3 with the worst-case ``pgd``, or ``None`` when AutoAttack was skipped."""
         if self.autoattack is None:
             return None
         return (self.clean + self.pgd + self.autoattack) / 3
+
+    @property
+    def avg_paper(self) -> float | None:
+        """(clean + CE-PGD + AA) / 3, the AFD paper's summary (CE-PGD alone); ``None`` without AutoAttack."""
+        if self.autoattack is None or self.pgd_ce is None:
+            return None
+        return (self.clean + self.pgd_ce + self.autoattack) / 3
 
     @property
     def flags(self) -> list[Check]:
@@ -79,18 +129,26 @@ class EvalResult:
 
     def as_dict(self) -> dict:
         out = asdict(self)
-        out["avg"] = self.avg
+        out["avg"], out["avg_paper"] = self.avg, self.avg_paper
         return out
 
     def report(self) -> str:
         """A short human-readable block: accuracies, then one line per sanity check."""
         aa = "skipped" if self.autoattack is None else f"{self.autoattack:.2f}"
-        lines = [f"n={self.n}  eps={self.eps:g} ({self.norm})  seed={self.seed}  "
-                 f"clean {self.clean:.2f}  PGD-{self.pgd_steps} {self.pgd:.2f}  AA {aa}"
-                 + (f"  avg {self.avg:.2f}" if self.avg is not None else "")]
+        k = self.pgd_steps
+        alpha = f", α={self.pgd_step_size:.4g}" if self.pgd_step_size is not None else ""
+        parts = [f"n={self.n}  eps={self.eps:g} ({self.norm}{alpha})  seed={self.seed}  clean {self.clean:.2f}  "
+                 f"PGD-{k} {self.pgd:.2f} (CE {_fmt(self.pgd_ce)}, margin {_fmt(self.pgd_margin)})  AA {aa}"]
+        if self.robust is not None:
+            parts.append(f"  robust {self.robust:.2f}  avg {self.avg:.2f}  avg (paper: CE-PGD) {_fmt(self.avg_paper)}")
+        lines = ["".join(parts)]
         for c in self.checks:
             lines.append(f"  [{'ok' if c.ok else 'FLAG'}] {c.name}: {c.detail}")
         return "\n".join(lines)
+
+
+def _fmt(v: float | None) -> str:
+    return "–" if v is None else f"{v:.2f}"
 
 
 def _accuracy_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int) -> torch.Tensor:
@@ -101,21 +159,25 @@ def _accuracy_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_siz
     return torch.cat(out)
 
 
+def _stream(seed: int, name: str, batch: int) -> torch.Generator:
+    """The random starts of attack ``name`` on batch ``batch``: one seeded CPU generator each, so an
+    attack run twice (the restart check) starts exactly where it started the first time."""
+    tag = sum((i + 1) * ord(c) for i, c in enumerate(name))
+    return torch.Generator().manual_seed((seed * 1_000_003 + tag * 10_007 + batch) % (2 ** 63))
+
+
 def _pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int, norm: str,
-                batch_size: int, desc: str, step_size: float | None = None,
-                objective: Objective = cross_entropy) -> tuple[torch.Tensor, torch.Tensor]:
-    """PGD examples and per-sample 'still correct after PGD' flags."""
+                batch_size: int, desc: str, step_size: float | None = None, objective: Objective = cross_entropy,
+                seed: int = 0, stream: str = "ce", restarts: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """PGD examples and per-sample 'still correct after PGD' flags; random starts from ``stream``."""
     advs, ok = [], []
-    for i in progress(range(0, len(x), batch_size), desc=desc, leave=False):
+    for b, i in enumerate(progress(range(0, len(x), batch_size), desc=desc, leave=False)):
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
-        x_adv = pgd(model, xb, yb, eps=eps, steps=steps, norm=norm, step_size=step_size, objective=objective)
+        x_adv = pgd(model, xb, yb, eps=eps, steps=steps, norm=norm, step_size=step_size, objective=objective,
+                    restarts=restarts, generator=_stream(seed, stream, b))
         advs.append(x_adv)
         ok.append(_accuracy_mask(model, x_adv, yb, batch_size))
     return torch.cat(advs), torch.cat(ok)
-
-
-def _pgd_mask(model: nn.Module, x: torch.Tensor, y: torch.Tensor, **kwargs: object) -> torch.Tensor:
-    return _pgd_attack(model, x, y, **kwargs)[1]  # type: ignore[arg-type]
 
 
 def _percent(mask: torch.Tensor) -> float:
@@ -174,18 +236,49 @@ def evaluate(model: nn.Module, data: ImageSet, *, eps: float | None = None, norm
              device: torch.device | str | None = None, sanity_checks: bool = True) -> EvalResult:
     """Evaluate ``model`` on ``data`` (a test split) following ``docs/evaluation.md``.
 
+    Accuracy under attack is a per-image worst case: ``pgd`` counts an image only if it survives
+    both PGD attacks (CE and logit margin) and is classified correctly itself, ``robust`` only if
+    it survives every attack of the evaluation (PGD, AutoAttack's four, and the sanity checks'
+    attacks at radius ≤ ε)::
+
+        pgd = mean_i [clean_i ∧ CE-PGD_i ∧ margin-PGD_i]      avg = (clean + pgd + AA) / 3
+
     Args:
-        eps: attack radius in pixel units (default: the dataset's, e.g. 0.3 MNIST, 8/255 CIFAR).
+        model: maps images in [0, 1] to logits (normalisation inside).
+        data: the test split (an :class:`~featgap.data.ImageSet`).
+        eps: attack radius in pixel units (default: the dataset's for ``norm``:
+            :meth:`~featgap.data.DatasetInfo.default_eps`, e.g. L∞ 0.3 MNIST, 8/255 CIFAR; L2 2.0
+            MNIST, 0.5 CIFAR).
         norm: ``"linf"`` or ``"l2"``.
         n: evaluate on a stratified subset of ``n`` images (seeded by ``seed``); all of them
             when ``None``. The same images are used for every number in the result.
-        pgd_steps, pgd_step_size: PGD settings (default step 2.5·ε/steps).
+        pgd_steps, pgd_step_size: PGD settings (default step α = 2.5·ε/steps; the AFD paper
+            evaluates with 0.003). The checks that rerun PGD scale α with what they change.
         autoattack: run standard AutoAttack (the slow part: ~20–40× one PGD-10 pass).
-        sanity_checks: also run the cheap checks of ``docs/evaluation.md`` (ε=0, ε/2, PGD-5) and the
-            margin-PGD check (fills ``pgd_margin``).
+        seed: the subset, every random start and AutoAttack's seed.
+        batch_size: images per forward pass.
+        device: where to attack (default: the model's).
+        sanity_checks: also run the cheap checks of ``docs/evaluation.md`` (ε → 0, ε/2, PGD-5,
+            restarts, clean ≥ PGD, margin vs CE).
+
+    Returns:
+        an :class:`EvalResult`; ``result.report()`` prints it, ``result.flags`` are the failed checks.
+
+    Example::
+
+        >>> r = evaluate(model, featgap.data.load("cifar10", "test"), norm="l2", n=1000)  # ε = 0.5
+        >>> r.pgd, r.pgd_ce, r.robust, r.avg, r.avg_paper
     """
     start = time.perf_counter()
-    eps = data.info.eps if eps is None else eps
+    if norm not in ("linf", "l2"):
+        raise FeatgapError(f"unknown norm {norm!r}; choose linf or l2")
+    eps = data.info.default_eps(norm) if eps is None else float(eps)
+    check_eps(eps, norm, flag="eps")
+    if pgd_steps < 1:
+        raise FeatgapError(f"pgd_steps must be at least 1; got {pgd_steps}")
+    if pgd_step_size is not None and not pgd_step_size > 0:
+        raise FeatgapError(f"pgd_step_size must be positive (pixel units, e.g. 0.003); got {pgd_step_size}")
+    alpha = default_step_size(eps, pgd_steps) if pgd_step_size is None else float(pgd_step_size)
     if device is None:
         device = next(model.parameters()).device
     if n is not None:
@@ -193,26 +286,35 @@ def evaluate(model: nn.Module, data: ImageSet, *, eps: float | None = None, norm
     x, y = data.tensors(device)
     torch.manual_seed(seed)
     clean_mask = _accuracy_mask(model, x, y, batch_size)
-    x_adv, pgd_ok = _pgd_attack(model, x, y, eps=eps, steps=pgd_steps, norm=norm, batch_size=batch_size,
-                                desc=f"PGD-{pgd_steps}", step_size=pgd_step_size)
-    result = EvalResult(n=len(y), eps=eps, norm=norm, seed=seed, clean=_percent(clean_mask), pgd=_percent(pgd_ok),
-                        pgd_steps=pgd_steps)
+    attack = dict(eps=eps, steps=pgd_steps, norm=norm, batch_size=batch_size, step_size=alpha, seed=seed)
+    x_ce, ce_ok = _pgd_attack(model, x, y, desc=f"PGD-{pgd_steps} CE", stream="ce", **attack)
+    x_m, margin_ok = _pgd_attack(model, x, y, desc=f"PGD-{pgd_steps} margin", objective=margin, stream="margin",
+                                 **attack)
+    pgd_mask = clean_mask & ce_ok & margin_ok
+    result = EvalResult(n=len(y), eps=eps, norm=norm, seed=seed, clean=_percent(clean_mask), pgd=_percent(pgd_mask),
+                        pgd_steps=pgd_steps, pgd_ce=_percent(ce_ok), pgd_margin=_percent(margin_ok),
+                        pgd_step_size=alpha)
+    masks = {"clean": clean_mask, f"PGD-{pgd_steps} CE": ce_ok, f"PGD-{pgd_steps} margin": margin_ok}
     if hasattr(model, "features"):
+        use_margin = (ce_ok & ~margin_ok).view(-1, *([1] * (x.ndim - 1)))
+        x_adv = torch.where(use_margin, x_m, x_ce)  # the example that fools the model, if one does
         result.feature_gap = {k: v.mean().item() for k, v in feature_gap(model, x, x_adv, batch_size=batch_size).items()}
     aa_warnings: list[str] = []
     if autoattack:
         aa_ok, result.autoattack_by_attack, aa_warnings = autoattack_masks(
             model, x, y, eps=eps, norm=norm, seed=seed, batch_size=batch_size, start_mask=clean_mask)
         result.autoattack = _percent(aa_ok)
-        result.robust = _percent(aa_ok & pgd_ok)
+        masks["AutoAttack (" + ", ".join(AA_ATTACKS) + ")"] = aa_ok
     if sanity_checks:
-        result.checks = _sanity_checks(model, x, y, result, clean_mask, eps=eps, norm=norm,
+        result.checks = _sanity_checks(model, x, y, result, clean_mask, ce_ok, masks, alpha=alpha, seed=seed,
                                        batch_size=batch_size, aa_warnings=aa_warnings)
+    if autoattack:
+        robust = torch.ones_like(clean_mask)
+        for mask in masks.values():
+            robust &= mask
+        result.robust, result.robust_attacks = _percent(robust), list(masks)
     result.seconds = time.perf_counter() - start
     return result
-
-
-MARGIN_CHECK = "PGD on the logit margin is within 5 points of CE-PGD (else CE gradients are masked)"
 
 
 def _rel(a: float, b: float) -> str:
@@ -221,34 +323,82 @@ def _rel(a: float, b: float) -> str:
 
 
 def _sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, r: EvalResult, clean_mask: torch.Tensor,
-                   *, eps: float, norm: str, batch_size: int, aa_warnings: list[str]) -> list[Check]:
-    """The checks of ``docs/evaluation.md``, each computed, none assumed."""
+                   ce_ok: torch.Tensor, masks: dict[str, torch.Tensor], *, alpha: float, seed: int, batch_size: int,
+                   aa_warnings: list[str]) -> list[Check]:
+    """The checks of ``docs/evaluation.md``, each computed, none assumed, each able to fail.
+
+    Every attack a check runs at a radius ≤ ε is also an attack on the model: its per-image
+    result is added to ``masks``, so ``robust`` is the worst case over it too.
+    """
+    eps, norm, k, n = r.eps, r.norm, r.pgd_steps, r.n
+    run = dict(norm=norm, batch_size=batch_size, seed=seed)
     checks = []
-    zero = _percent(_pgd_mask(model, x, y, eps=0.0, steps=2, norm=norm, batch_size=batch_size, desc="check ε=0"))
-    checks.append(Check("accuracy at ε=0 equals clean", abs(zero - r.clean) < 1e-9,
-                        f"ε=0: {zero:.2f} vs clean {r.clean:.2f}"))
-    half = _percent(_pgd_mask(model, x, y, eps=eps / 2, steps=r.pgd_steps, norm=norm, batch_size=batch_size,
-                         desc="check ε/2"))
-    checks.append(Check("robust accuracy does not rise with ε", half >= r.pgd,
-                        f"PGD at ε/2: {half:.2f} {_rel(half, r.pgd)} PGD at ε: {r.pgd:.2f}"))
-    few = _percent(_pgd_mask(model, x, y, eps=eps, steps=5, norm=norm, batch_size=batch_size, desc="check PGD-5"))
-    checks.append(Check("more PGD steps do not help the model", few >= r.pgd,
-                        f"PGD-5: {few:.2f} {_rel(few, r.pgd)} PGD-{r.pgd_steps}: {r.pgd:.2f}"))
-    checks.append(Check("clean ≥ PGD", r.clean >= r.pgd, f"{r.clean:.2f} {_rel(r.clean, r.pgd)} {r.pgd:.2f}"))
-    r.pgd_margin = _percent(_pgd_mask(model, x, y, eps=eps, steps=r.pgd_steps, norm=norm, batch_size=batch_size,
-                                      desc="check margin PGD", objective=margin))
-    checks.append(Check(MARGIN_CHECK, r.pgd - r.pgd_margin <= 5.0,
-                        f"PGD-{r.pgd_steps} on the margin: {r.pgd_margin:.2f}, on CE: {r.pgd:.2f}"))
+
+    # 1. Determinism and stability: the clean accuracy recomputed in other batches (reversed
+    # order, half the batch size) must agree image by image, and an attack at a radius far
+    # below one grey level, from a random start, must change (almost) no prediction.
+    order = torch.arange(len(y) - 1, -1, -1, device=y.device)
+    half = max(1, (min(batch_size, len(y)) + 1) // 2)
+    again = torch.empty_like(clean_mask)
+    again[order] = _accuracy_mask(model, x[order], y[order], half)
+    disagree = int((again != clean_mask).sum())
+    eps0 = min(eps, EPS_ZERO)
+    _, zero_ok = _pgd_attack(model, x, y, eps=eps0, steps=2, desc="check ε→0", stream="zero", **run)
+    masks[f"PGD-2 CE at ε={eps0:g}"] = zero_ok
+    changed = int((zero_ok != clean_mask).sum())
+    allowed = max(1, n // 1000)
+    checks.append(Check(CHECK_ZERO, disagree == 0 and changed <= allowed,
+                        f"recomputed in other batches: {_percent(again):.2f} ({disagree} images differ); "
+                        f"PGD-2 at ε={eps0:g} from a random start: {_percent(zero_ok):.2f} ({changed} images changed, "
+                        f"≤ {allowed} allowed) vs clean {r.clean:.2f}"))
+
+    # 2. The same CE attack at half the radius (half the step) must not leave fewer images correct.
+    _, half_ok = _pgd_attack(model, x, y, eps=eps / 2, steps=k, step_size=alpha / 2, desc="check ε/2",
+                             stream="half", **run)
+    masks[f"PGD-{k} CE at ε/2"] = half_ok
+    at_half = _percent(half_ok)
+    checks.append(Check(CHECK_EPS, at_half >= r.pgd_ce,
+                        f"CE-PGD at ε/2: {at_half:.2f} {_rel(at_half, r.pgd_ce)} CE-PGD at ε: {r.pgd_ce:.2f}"))
+
+    # 3. Fewer steps (5, or k // 2 for k < 10; the same total path k·α) must not find more.
+    few_steps = max(1, min(5, k // 2))
+    _, few_ok = _pgd_attack(model, x, y, eps=eps, steps=few_steps, step_size=alpha * k / few_steps,
+                            desc=f"check PGD-{few_steps}", stream="few", **run)
+    masks[f"PGD-{few_steps} CE"] = few_ok
+    few = _percent(few_ok)
+    checks.append(Check(CHECK_STEPS, few >= r.pgd_ce,
+                        f"CE-PGD-{few_steps}: {few:.2f} {_rel(few, r.pgd_ce)} CE-PGD-{k}: {r.pgd_ce:.2f}"))
+
+    # 4. Restarts: the main CE run again with RESTARTS restarts, the first from the same random
+    # start. For a deterministic model every image the single run fooled stays fooled.
+    _, restart_ok = _pgd_attack(model, x, y, eps=eps, steps=k, step_size=alpha, desc=f"check {RESTARTS} restarts",
+                                stream="ce", restarts=RESTARTS, **run)
+    masks[f"PGD-{k} CE × {RESTARTS} restarts"] = restart_ok
+    revived = int((~ce_ok & restart_ok).sum())
+    with_restarts = _percent(restart_ok)
+    checks.append(Check(CHECK_RESTARTS, with_restarts <= r.pgd_ce and revived <= n // 1000,
+                        f"CE-PGD-{k} × {RESTARTS} restarts: {with_restarts:.2f} vs × 1: {r.pgd_ce:.2f}; "
+                        f"images fooled by × 1 but not by × {RESTARTS}: {revived}"))
+
+    # 5. No single attack may leave more images correct than there are clean-correct ones.
+    top = max(r.pgd_ce, r.pgd_margin)
+    checks.append(Check(CHECK_CLEAN, r.clean >= top,
+                        f"clean {r.clean:.2f} {_rel(r.clean, top)} CE-PGD {r.pgd_ce:.2f}, margin-PGD {r.pgd_margin:.2f}"))
+
+    # 6. CE-PGD must not be far weaker than margin-PGD (saturated softmax: exactly zero CE gradients).
+    checks.append(Check(MARGIN_CHECK, r.pgd_ce - r.pgd_margin <= 5.0,
+                        f"PGD-{k} on the margin: {r.pgd_margin:.2f}, on CE: {r.pgd_ce:.2f}"))
+
     if r.autoattack is not None:
-        checks.append(Check("AutoAttack ≤ PGD", r.autoattack <= r.pgd, f"PGD {r.pgd:.2f} {_rel(r.pgd, r.autoattack)} AA {r.autoattack:.2f}"))
+        checks.append(Check(CHECK_AA, r.autoattack <= r.pgd,
+                            f"PGD {r.pgd:.2f} {_rel(r.pgd, r.autoattack)} AA {r.autoattack:.2f}"))
         gap = r.pgd - r.autoattack
-        checks.append(Check("PGD − AA gap ≤ 10 points (else possible gradient masking)", gap <= 10.0,
-                            f"gap {gap:.2f}"))
+        checks.append(Check(CHECK_GAP, gap <= 10.0, f"gap {gap:.2f} (PGD = worst of CE and margin)"))
         by = r.autoattack_by_attack
         white = by.get("fab-t", r.autoattack)
         square_gain = white - by.get("square", white)
-        checks.append(Check("black-box Square finds nothing the white-box attacks missed", square_gain <= 0.2 + 1e-9,
+        checks.append(Check(CHECK_SQUARE, square_gain <= 0.2 + 1e-9,
                             f"Square lowered accuracy by {square_gain:.2f} points"))
         if aa_warnings:
-            checks.append(Check("AutoAttack's own checks", False, " | ".join(aa_warnings)))
+            checks.append(Check(CHECK_AA_OWN, False, " | ".join(dict.fromkeys(aa_warnings))))  # each once
     return checks

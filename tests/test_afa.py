@@ -237,3 +237,28 @@ def test_training_with_extra_data_records_it(tmp_path):
         Trainer(TrainConfig(extra_data=str(tmp_path / "nope.npz"), extra_fraction=0.5), out=tmp_path / "r2")
     assert not (tmp_path / "r2").exists()
     assert json.loads((tmp_path / "run" / runs.SUMMARY).read_text())["epochs"] == 1
+
+
+def test_the_online_probe_learns_at_probe_lr_scale_times_the_lr_through_the_trainer():
+    """The real Trainer's optimiser: the head's group runs at lr × probe_lr_scale at every step,
+    across a piecewise milestone (the ratio holds), and every trainable parameter is in one group."""
+    seen: list[list[tuple[float, float]]] = []  # per epoch: (lr, lr_scale) of every group
+    cfg = TrainConfig(method="afa", dataset="digits", epochs=2, lr=0.05, lr_steps=((1.0, 0.1),),
+                      extra={"probe_lr_scale": 0.25}, **FAST)
+    trainer = Trainer(cfg, out=None, callbacks=[lambda model, epoch: seen.append(
+        [(g["lr"], g.get("lr_scale", 1.0)) for g in trainer.optimizer.param_groups]) or {}])
+    trainer.fit()
+    groups = trainer.optimizer.param_groups
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    head = [g for g in groups if any(names[id(p)].startswith("head.") for p in g["params"])]
+    assert len(head) == 1 and {names[id(p)] for p in head[0]["params"]} == {"head.weight", "head.bias"}
+    assert sum(len(g["params"]) for g in groups) == len(list(trainer.model.parameters()))
+    # the optimiser's parameter order is model.parameters()' order (resume reads state by index)
+    assert [id(p) for g in groups for p in g["params"]] == [id(p) for p in trainer.model.parameters()]
+    is_head = [g is head[0] for g in groups]
+    for epoch, base in enumerate((0.05, 0.005)):  # the milestone at epoch 1 multiplies every group by 0.1
+        assert [lr for lr, _ in seen[epoch]] == pytest.approx([base * (0.25 if h else 1.0) for h in is_head])
+    with pytest.raises(FeatgapError, match="probe_lr_scale must be positive"):
+        AFA(AttackSettings(), probe_lr_scale=0.0)
+    assert len(AFA(AttackSettings(), online_probe=False).param_groups(AFA(AttackSettings()).start(
+        create("smallcnn", 10, 1)))) == 1

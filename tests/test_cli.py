@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from featgap import runs
-from featgap.cli import build_parser, main
+from featgap.cli import build_parser, main, train_config_from_args
+from featgap.errors import FeatgapError
 
 
 def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -136,8 +137,80 @@ def test_train_then_eval_from_the_command_line(tmp_path):
     assert "finished" in result.stdout
     result = _run("eval", str(out), "--n", "40", "--no-autoattack", "--pgd-steps", "3", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "clean" in result.stdout and "[ok] accuracy at ε=0 equals clean" in result.stdout
+    assert "clean" in result.stdout and "[ok] clean accuracy is reproducible and holds at ε→0" in result.stdout
     saved = json.loads((out / "eval.json").read_text())
     assert saved["n"] == 40 and saved["autoattack"] is None
     bad = _run("eval", str(out), "--eps", "2", cwd=tmp_path)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+# ----------------------------------------------------------------------------- threat model: norm and ε
+
+def test_train_eps_default_follows_the_norm():
+    """--norm l2 without --eps trains at the dataset's L2 radius, not at the L∞ one."""
+    from featgap.train.config import TrainConfig
+
+    def resolved(*argv: str) -> TrainConfig:
+        return train_config_from_args(build_parser(["train"]).parse_args(["train", "--out", "x", *argv])).resolved()
+
+    assert resolved().eps == 0.3 and resolved("--norm", "l2").eps == 2.0  # mnist5k: L∞ 0.3, L2 2.0
+    assert resolved("--norm", "l2", "--dataset", "cifar10").eps == 0.5
+    assert resolved("--dataset", "cifar10").eps == pytest.approx(8 / 255)
+    assert resolved("--norm", "l2", "--eps", "3.0").eps == 3.0  # an L2 radius may exceed 1
+    with pytest.raises(FeatgapError, match=r"--eps must be in \[0, 1\]"):
+        resolved("--eps", "3.0")
+    with pytest.raises(FeatgapError, match="L2 radius"):
+        resolved("--norm", "l2", "--eps", "-1")
+
+
+@pytest.fixture(scope="module")
+def l2_run(tmp_path_factory):
+    """A tiny finished run trained with --norm l2 --eps 1.5 (standard training, 1 epoch: ~2 s)."""
+    from featgap.train import TrainConfig, Trainer
+
+    out = tmp_path_factory.mktemp("l2") / "run"
+    Trainer(TrainConfig(method="standard", epochs=1, norm="l2", eps=1.5, batch_size=500, monitor_n=0), out=out).fit()
+    return out
+
+
+def _eval_json(run: Path, *argv: str, capsys) -> dict:
+    assert main(["eval", str(run), "--n", "20", "--no-autoattack", "--pgd-steps", "2", *argv]) == 0
+    capsys.readouterr()
+    return json.loads((run / "eval.json").read_text())
+
+
+def test_eval_takes_the_runs_threat_model_unless_overridden(l2_run, capsys):
+    saved = _eval_json(l2_run, capsys=capsys)
+    assert (saved["norm"], saved["eps"]) == ("l2", 1.5)  # the run's own, from its config.json
+    saved = _eval_json(l2_run, "--eps", "0.5", capsys=capsys)
+    assert (saved["norm"], saved["eps"]) == ("l2", 0.5)
+    saved = _eval_json(l2_run, "--norm", "linf", capsys=capsys)
+    assert (saved["norm"], saved["eps"]) == ("linf", 0.3)  # another norm: the dataset's radius for it
+    assert saved["pgd_step_size"] == pytest.approx(2.5 * 0.3 / 2)
+
+
+def test_eval_pgd_step_size_flag(l2_run, capsys):
+    saved = _eval_json(l2_run, "--pgd-step-size", "0.003", capsys=capsys)
+    assert saved["pgd_step_size"] == 0.003
+    for argv, message in [(["--pgd-step-size", "0"], "--pgd-step-size must be positive"),
+                          (["--norm", "l3"], "unknown norm"), (["--norm", "linf", "--eps", "1.5"], "--eps must be in"),
+                          (["--pgd-steps", "0"], "--pgd-steps must be at least 1")]:
+        assert main(["eval", str(l2_run), "--n", "20", "--no-autoattack", *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+
+
+def test_eval_threat_model_of_a_run_without_a_norm():
+    from featgap.cli import eval_threat_model
+
+    assert eval_threat_model({"dataset": "mnist5k", "eps": 0.2}) == ("linf", 0.2)  # older config.json: L∞
+    assert eval_threat_model({"dataset": "cifar10", "norm": "l2", "eps": 0.5}, norm="linf")[1] == pytest.approx(8 / 255)
+
+
+def test_probe_takes_the_runs_threat_model(l2_run, tmp_path, capsys):
+    import pandas as pd
+
+    out = tmp_path / "probe.csv"
+    assert main(["probe", str(l2_run), "--n", "10", "--steps", "1", "--n-boot", "0", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert set(pd.read_csv(out)["eps"]) == {1.5}  # the run's L2 radius, above the L∞ bound of 1

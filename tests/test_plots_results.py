@@ -90,6 +90,21 @@ def test_run_without_eval_json_keeps_its_row_with_a_note(widget_runs, tmp_path):
     assert np.isnan(gap_vs_robust(df).data[0].y[1])  # no point, but the run is not dropped
 
 
+def test_new_and_older_eval_json(widget_runs, results, tmp_path):
+    """Today's eval.json gives pgd_ce, pgd_margin, avg and avg_paper as recorded; an older one (pgd was
+    CE-PGD alone, avg the paper's) keeps its numbers, under their present names, with a note."""
+    for _, row in results.iterrows():
+        ev = read_eval(widget_runs[row["run"]])
+        assert row["pgd_ce"] == ev["pgd_ce"] and row["pgd_margin"] == ev["pgd_margin"]
+        assert row["pgd"] <= min(row["pgd_ce"], row["pgd_margin"]) and "older" not in row["note"]
+    old = {k: v for k, v in read_eval(widget_runs["pgd_at"]).items()
+           if k not in ("pgd_ce", "avg_paper", "robust_attacks", "pgd_step_size")}
+    old.update(pgd=70.0, pgd_margin=60.0, autoattack=50.0, robust=50.0, avg=70.0)
+    row = load_results([fake_run(widget_runs["pgd_at"], tmp_path / "old", old)]).iloc[0]
+    assert row["pgd"] == 70.0 and row["pgd_ce"] == 70.0 and row["avg_paper"] == 70.0 and math.isnan(row["avg"])
+    assert "older eval.json" in row["note"] and "rerun featgap eval" in row["note"]
+
+
 def test_clashing_run_names_get_their_parent(widget_runs, tmp_path):
     a = fake_run(widget_runs["standard"], tmp_path / "a" / "std", read_eval(widget_runs["standard"]))
     b = fake_run(widget_runs["standard"], tmp_path / "b" / "std", read_eval(widget_runs["standard"]))
@@ -111,7 +126,8 @@ def test_results_table_cells(widget_runs, results):
     assert isinstance(fig, go.Figure) and len(fig.data) == 1 and fig.data[0].type == "table"
     header = fig.data[0].header.values
     cells = fig.data[0].cells.values
-    assert plain(header[4]) == "PGD-5 % [95% CI]" and plain(header[7]) == "mean gap 1 − cos(f, f′)"
+    assert plain(header[4]) == "PGD-5 % (CE ∧ margin) [95% CI]" and plain(header[7]) == "mean gap 1 − cos(f, f′)"
+    assert plain(header[6]) == "robust % (every attack) [95% CI]"
     assert list(cells[0]) == list(NAMES)
     for i, name in enumerate(NAMES):
         ev = read_eval(widget_runs[name])

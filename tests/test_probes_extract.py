@@ -133,3 +133,106 @@ def test_any_module_without_parameters():
     x = torch.randn(3, 2, 2)
     feats = extract_features(model, x, ["1"])
     np.testing.assert_array_equal(feats["1"].numpy(), np.maximum(x.numpy().reshape(3, 4), 0))
+
+
+# ----------------------------------------------------------------------------- in-place ops after a read layer
+
+def _no_inplace(model: nn.Module) -> nn.Module:
+    """A deep copy with every module's ``inplace`` flag off (ReLU, ReLU6, ...): the reference network."""
+    import copy
+
+    ref = copy.deepcopy(model)
+    for m in ref.modules():
+        if hasattr(m, "inplace"):
+            m.inplace = False
+    return ref
+
+
+def _hooked_reference(ref: nn.Module, x: torch.Tensor, layers: list[str], pool: str = "avg") -> dict[str, torch.Tensor]:
+    """Outputs of module ``layers`` of an in-place-free copy, by forward hooks (no forward code mutates them)."""
+    seen: dict[str, torch.Tensor] = {}
+    handles = [ref.get_submodule(n).register_forward_hook(
+        lambda m, a, out, n=n: seen.__setitem__(n, pool_features(out.detach().clone(), pool))) for n in layers]
+    with torch.no_grad():
+        ref(x)
+    for h in handles:
+        h.remove()
+    return seen
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> None:
+    torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def torchvision_nets():
+    """resnet18, a small DenseNet (torchvision's DenseNet class, 2 blocks of 2 layers) and mobilenet_v2,
+    untrained, eval mode; one 64×64 image keeps the whole family of tests under a second or two."""
+    torch.manual_seed(0)
+    nets = {"resnet18": torchvision.models.resnet18(weights=None, num_classes=10),
+            "densenet": torchvision.models.DenseNet(growth_rate=8, block_config=(2, 2), num_init_features=16,
+                                                   bn_size=2, num_classes=10),
+            "mobilenet_v2": torchvision.models.mobilenet_v2(weights=None, num_classes=10)}
+    return {k: v.eval() for k, v in nets.items()}
+
+
+# layer -> rectified/modified in place later by: (torchvision's own code)
+INPLACE_AFTER = {
+    "resnet18": ["bn1",                                          # ReLU(inplace=True)
+                 "layer1.0.bn1", "layer2.1.bn1"],                 # the block's ReLU(inplace=True)
+    "densenet": ["features.norm0",                               # relu0(inplace=True)
+                 "features.transition1.norm",                    # the transition's relu(inplace=True)
+                 "features.denseblock1.denselayer1.norm2"],      # relu2(inplace=True)
+    "mobilenet_v2": ["features.0.1",                             # ReLU6(inplace=True)
+                     "features.1.conv.0.1", "features.5.conv.1.1"],
+}
+
+
+@pytest.mark.parametrize("net", list(INPLACE_AFTER))
+def test_a_layer_modified_in_place_later_is_read_as_it_was_produced(torchvision_nets, net):
+    model = torchvision_nets[net]
+    x = torch.rand(1, 3, 64, 64)
+    layers = INPLACE_AFTER[net]
+    ref = _hooked_reference(_no_inplace(model), x, layers)
+    feats = extract_features(model, x, layers)
+    for name in layers:
+        assert (ref[name] < 0).any(), f"{name}: the reference must have values a ReLU would change"
+        _close(feats[name], ref[name])
+    flat = extract_features(model, x, layers[:1], pool="flatten")  # the pooled tensor is a view: cloned
+    _close(flat[layers[0]], _hooked_reference(_no_inplace(model), x, layers[:1], "flatten")[layers[0]])
+
+
+def test_residual_add_in_place_and_functional_relu_do_not_change_what_was_read(torchvision_nets):
+    """ResNet's ``out += identity`` after bn2, DenseNet's ``F.relu(features, inplace=True)`` after
+    the whole ``features``: compared with forwards that cannot be in place (modules called by hand)."""
+    x = torch.rand(1, 3, 64, 64)
+    resnet = _no_inplace(torchvision_nets["resnet18"])
+    with torch.no_grad():
+        h = resnet.maxpool(resnet.relu(resnet.bn1(resnet.conv1(x))))
+        block = resnet.layer1[0]
+        bn2 = block.bn2(block.conv2(block.relu(block.bn1(block.conv1(h)))))
+        add = bn2 + h
+    feats = extract_features(torchvision_nets["resnet18"], x, ["layer1.0.bn2", "layer1.0.add", "layer1.0.relu_1"])
+    _close(feats["layer1.0.bn2"], bn2.mean(dim=(2, 3)))  # hooked module, then `out += identity`
+    # graph nodes: add is rectified in place by relu_1 when both are requested
+    assert (add.mean(dim=(2, 3)) < 0).any()
+    _close(feats["layer1.0.add"], add.mean(dim=(2, 3)))
+    _close(feats["layer1.0.relu_1"], add.relu().mean(dim=(2, 3)))
+    dense = torchvision_nets["densenet"]
+    with torch.no_grad():
+        body = _no_inplace(dense).features(x)
+    feats = extract_features(dense, x, ["features", "features.norm5", "relu"])
+    assert (body.mean(dim=(2, 3)) < 0).any()
+    _close(feats["features"], body.mean(dim=(2, 3)))
+    _close(feats["features.norm5"], body.mean(dim=(2, 3)))
+    _close(feats["relu"], body.relu().mean(dim=(2, 3)))
+
+
+def test_gradients_through_a_layer_modified_in_place_later_are_those_of_its_own_value(torchvision_nets):
+    model = torchvision_nets["resnet18"]
+    ref = _no_inplace(model)
+    x = torch.rand(1, 3, 64, 64, requires_grad=True)
+    with LayerReader(model, ["bn1"]) as read:
+        (g,) = torch.autograd.grad(read(x)["bn1"].sum(), x)
+    (g_ref,) = torch.autograd.grad(ref.bn1(ref.conv1(x)).mean(dim=(2, 3)).sum(), x)
+    _close(g, g_ref)

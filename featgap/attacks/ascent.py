@@ -24,25 +24,7 @@ import torch
 from torch import nn
 
 from featgap.attacks.objectives import Objective
-from featgap.attacks.pgd import NORMS, default_step_size, eval_mode, l2_norm, project, step_direction
-
-
-def uniform_start(x: torch.Tensor, eps: float, norm: str = "linf", generator: torch.Generator | None = None
-                  ) -> torch.Tensor:
-    """A perturbation drawn uniformly from the ``norm``-ball of radius ``eps``, one per sample.
-
-    Drawn on the CPU in float64 from ``generator`` (``None``: torch's global RNG), then moved to
-    ``x``'s device and dtype, so one seed gives the same start on any device. L∞: uniform in
-    ``[−ε, ε]`` per coordinate; L2: a Gaussian direction with radius ``ε·U^(1/d)``.
-    """
-    if norm == "linf":
-        delta = (torch.rand(x.shape, generator=generator, dtype=torch.float64) * 2 - 1) * eps
-    else:
-        direction = torch.randn(x.shape, generator=generator, dtype=torch.float64)
-        direction = direction / l2_norm(direction)
-        u = torch.rand(len(x), generator=generator, dtype=torch.float64)
-        delta = direction * (eps * u.pow(1.0 / x[0].numel())).view(-1, *([1] * (x.ndim - 1)))
-    return delta.to(device=x.device, dtype=x.dtype)
+from featgap.attacks.pgd import NORMS, default_step_size, eval_mode, project, step_direction, uniform_start
 
 
 def pgd_best(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch.Tensor | None, *,

@@ -24,6 +24,7 @@ Usage::
 
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 from collections.abc import Iterator
 
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 
 from featgap.attacks.objectives import Objective, cross_entropy
+from featgap.errors import FeatgapError
 
 NORMS = ("linf", "l2")
 
@@ -69,6 +71,24 @@ def step_direction(grad: torch.Tensor, norm: str) -> torch.Tensor:
     return grad.sign() if norm == "linf" else grad / l2_norm(grad)
 
 
+def uniform_start(x: torch.Tensor, eps: float, norm: str = "linf", generator: torch.Generator | None = None
+                  ) -> torch.Tensor:
+    """A perturbation drawn uniformly from the ``norm``-ball of radius ``eps``, one per sample.
+
+    Drawn on the CPU in float64 from ``generator`` (``None``: torch's global RNG), then moved to
+    ``x``'s device and dtype, so one seed gives the same start on any device. L∞: uniform in
+    ``[−ε, ε]`` per coordinate; L2: a Gaussian direction with radius ``ε·U^(1/d)``.
+    """
+    if norm == "linf":
+        delta = (torch.rand(x.shape, generator=generator, dtype=torch.float64) * 2 - 1) * eps
+    else:
+        direction = torch.randn(x.shape, generator=generator, dtype=torch.float64)
+        direction = direction / l2_norm(direction)
+        u = torch.rand(len(x), generator=generator, dtype=torch.float64)
+        delta = direction * (eps * u.pow(1.0 / x[0].numel())).view(-1, *([1] * (x.ndim - 1)))
+    return delta.to(device=x.device, dtype=x.dtype)
+
+
 def _random_start(x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     if norm == "linf":
         return torch.empty_like(x).uniform_(-eps, eps)
@@ -78,6 +98,22 @@ def _random_start(x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     d = x[0].numel()
     radius = eps * torch.rand(x.shape[0], device=x.device).pow(1.0 / d).view(-1, *([1] * (x.ndim - 1)))
     return direction * radius
+
+
+def check_eps(eps: float, norm: str = "linf", flag: str = "--eps") -> None:
+    """A radius that cannot be meant is a one-line :class:`FeatgapError`.
+
+    L∞: ε in [0, 1] (pixel units: a change of every pixel by at most ε). L2: ε ≥ 0 and finite
+    (the Euclidean norm of the whole perturbation, which can exceed 1: MNIST's usual 2.0).
+
+    >>> check_eps(2.0, "l2")       # fine
+    >>> check_eps(2.0, "linf")     # FeatgapError: --eps must be in [0, 1] ...
+    """
+    if norm == "l2":
+        if not (math.isfinite(eps) and eps >= 0):
+            raise FeatgapError(f"{flag} must be a finite L2 radius ≥ 0 (pixel units, e.g. 0.5 or 2.0); got {eps}")
+    elif not (math.isfinite(eps) and 0.0 <= eps <= 1.0):
+        raise FeatgapError(f"{flag} must be in [0, 1] (pixel units, e.g. 0.3 or 0.0314); got {eps}")
 
 
 def _check(eps: float, norm: str, steps: int) -> None:
@@ -90,8 +126,14 @@ def _check(eps: float, norm: str, steps: int) -> None:
 
 
 def _pgd_once(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, steps: int,
-              step_size: float, norm: str, random_start: bool, objective: Objective) -> torch.Tensor:
-    delta = _random_start(x, eps, norm) if random_start and eps > 0 else torch.zeros_like(x)
+              step_size: float, norm: str, random_start: bool, objective: Objective,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+    if not (random_start and eps > 0):
+        delta = torch.zeros_like(x)
+    elif generator is not None:
+        delta = uniform_start(x, eps, norm, generator)
+    else:
+        delta = _random_start(x, eps, norm)
     x_adv = (x + delta).clamp(0.0, 1.0)
     for _ in range(steps):
         x_adv = x_adv.detach().requires_grad_(True)
@@ -106,7 +148,8 @@ def _pgd_once(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, st
 
 def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int = 10,
         step_size: float | None = None, norm: str = "linf", random_start: bool = True,
-        restarts: int = 1, objective: Objective = cross_entropy) -> torch.Tensor:
+        restarts: int = 1, objective: Objective = cross_entropy,
+        generator: torch.Generator | None = None) -> torch.Tensor:
     """Projected gradient ascent on ``objective`` within the ``norm``-ball of radius ``eps``.
 
     Args:
@@ -119,6 +162,9 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps
         restarts: independent runs; per sample, a run that fools the model beats one that
             does not, and among equals the higher objective wins.
         objective: what to maximise (see :mod:`featgap.attacks.objectives`).
+        generator: draws the random starts (:func:`uniform_start`, on the CPU), one restart after
+            the other, so the same seed gives the same starts on any device and the first
+            restart of ``restarts=R`` is the run of ``restarts=1``; ``None``: torch's global RNG.
 
     Returns:
         adversarial images, same shape as ``x``, within the ball and in [0, 1], detached.
@@ -127,11 +173,11 @@ def pgd(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps
     alpha = default_step_size(eps, steps) if step_size is None else step_size
     x = x.detach()
     with eval_mode(model), torch.enable_grad():
-        best = _pgd_once(model, x, y, eps, steps, alpha, norm, random_start, objective)
+        best = _pgd_once(model, x, y, eps, steps, alpha, norm, random_start, objective, generator)
         if restarts > 1:
             best_fooled, best_obj = _restart_score(model, best, y, objective)
             for _ in range(restarts - 1):
-                cand = _pgd_once(model, x, y, eps, steps, alpha, norm, random_start, objective)
+                cand = _pgd_once(model, x, y, eps, steps, alpha, norm, random_start, objective, generator)
                 fooled, obj = _restart_score(model, cand, y, objective)
                 # fooling the model ranks first; among equals the higher objective wins
                 better = (fooled & ~best_fooled) | ((fooled == best_fooled) & (obj > best_obj))

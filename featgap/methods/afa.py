@@ -158,8 +158,9 @@ class AFA(_WithProjection):
             head (default supcon).
         proj_dim (int): output size of the projection head g (default 128).
         online_probe (bool): train the linear head on detached clean features (default True).
-        probe_lr_scale (float): meant as the probe's lr relative to the encoder's; recorded but not
-            applied yet (default 0.1).
+        probe_lr_scale (float): the online probe's learning rate relative to the encoder's: the
+            linear ``head`` is its own parameter group with ``lr_scale`` = this, so at every step
+            its lr is ``scheduled lr × probe_lr_scale`` (default 0.1; :meth:`param_groups`).
 
     ``featgap train --method afa`` follows it with stage 2, :class:`ALF` or :class:`AFF` (``--finetune``).
     """
@@ -169,14 +170,46 @@ class AFA(_WithProjection):
     options = (TEMPERATURE, ANCHORS_OPTION, ATTACK_OBJECTIVE, PROJ_DIM,
                Option("online_probe", bool, True, "train the linear head on detached clean features while AFA "
                       "pre-trains (monitoring, warm start of stage 2)"),
-               Option("probe_lr_scale", float, 0.1, "the online probe's lr relative to the encoder's; recorded but "
-                      "not applied yet (docs/methods/afa.md)"))
+               Option("probe_lr_scale", float, 0.1, "the online probe's lr relative to the encoder's (its own "
+                      "parameter group: lr × this at every step of the schedule)"))
 
     def __init__(self, attack: AttackSettings, **options: object) -> None:
         super().__init__(attack, **options)
         if self.values["attack_objective"] == "ce" and not self.values["online_probe"]:
             raise FeatgapError("method afa: attack_objective 'ce' attacks through the linear head, which only the "
                                "online probe trains; keep online_probe on")
+        if not float(self.values["probe_lr_scale"]) > 0:
+            raise FeatgapError(f"method afa: probe_lr_scale must be positive; got {self.values['probe_lr_scale']}")
+
+    def param_groups(self, model: nn.Module) -> list[dict]:
+        """The encoder and projection head at the scheduled lr, the online probe (``head``) at
+        ``lr × probe_lr_scale``.
+
+        The Trainer sets each group's lr to ``lr(t) × group["lr_scale"]`` at every step, so the
+        ratio holds through warm-up and every milestone. The groups follow the order of
+        ``model.parameters()`` (runs of consecutive parameters), so a parameter keeps its index
+        in the optimiser's state whatever the grouping. Without the online probe the head gets no
+        gradient and one group is returned.
+
+        Example::
+
+            >>> groups = AFA(AttackSettings()).param_groups(model)   # model = AFA.start(plain)
+            >>> [g["lr_scale"] for g in groups]                        # stage1…pool, head, projection
+            [1.0, 0.1, 1.0]
+        """
+        if not self.values["online_probe"]:
+            return super().param_groups(model)
+        scale = float(self.values["probe_lr_scale"])
+        groups: list[dict] = []
+        for name, p in model.named_parameters():
+            if not p.requires_grad:
+                continue
+            s = scale if name.startswith("head.") else 1.0
+            if groups and groups[-1]["lr_scale"] == s:
+                groups[-1]["params"].append(p)
+            else:
+                groups.append({"params": [p], "lr_scale": s})
+        return groups
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -2,9 +2,9 @@
 
 What a comparison shows, one figure function each:
 
-* :func:`results_table` — per run: method, clean / PGD / AutoAttack / robust accuracy with their
-  ``n`` and 95 % intervals, the mean feature gap, and the evaluation's sanity checks — ``5/5``
-  when all passed, else the names of the failed checks in red (a flag is shown, never hidden);
+* :func:`results_table` — per run: method, clean / PGD (worst of CE and margin) / AutoAttack /
+  robust (worst of every attack) accuracy with their ``n`` and 95 % intervals, the mean feature
+  gap, and the evaluation's sanity checks — ``6/6`` when all passed, else the names of the failed checks in red (a flag is shown, never hidden);
 * :func:`gap_vs_robust` — one labelled point per run: mean feature gap against robust accuracy
   (does closing the gap buy robustness?);
 * :func:`alignment_bars` — the set-level alignment measures of
@@ -40,6 +40,9 @@ from featgap.probes import GAP_METRICS
 ACCURACIES = ("clean", "pgd", "autoattack", "robust")
 """The accuracies of ``eval.json`` (percent) that :func:`load_results` gives with intervals."""
 
+EXTRA_ACCURACIES = ("pgd_ce", "pgd_margin", "avg", "avg_paper")
+"""Further numbers of ``eval.json`` (percent) that :func:`load_results` gives as they are, without intervals."""
+
 ALIGNMENT_METRICS = ("misaligned_nat", "misaligned_adv", "alignment", "uniformity_nat", "uniformity_adv",
                      "knn_nat", "knn_adv", "linear_nat", "linear_adv")
 """The set-level measures of :func:`featgap.probes.geometry_table`, in the order they are drawn."""
@@ -54,9 +57,15 @@ RESULT_COLUMNS: dict[str, str] = {
     "norm": "threat model of the evaluation: linf or l2",
     "n": "test images evaluated",
     "pgd_steps": "steps of the PGD evaluation attack",
-    "{acc}": "accuracy in percent (clean, pgd, autoattack, robust = worst of PGD and AutoAttack; NaN when not run)",
+    "{acc}": "accuracy in percent: clean; pgd = per image the worst of CE- and margin-PGD (CE alone in an "
+             "eval.json written before the worst-case protocol, see note); autoattack; robust = per image the worst "
+             "of every attack run (NaN without AutoAttack)",
     "{acc}_lo": "lower end of its 95 % Wilson score interval (percent)",
     "{acc}_hi": "upper end of that interval",
+    "pgd_ce": "PGD accuracy with the cross-entropy objective alone, percent (NaN when not recorded)",
+    "pgd_margin": "PGD accuracy with the logit-margin objective alone, percent (NaN when not recorded)",
+    "avg": "(clean + pgd + autoattack) / 3 (NaN without AutoAttack)",
+    "avg_paper": "(clean + pgd_ce + autoattack) / 3, the AFD paper's summary with CE-PGD alone",
     "gap_{metric}": "mean per-sample feature gap at the pooled features between natural and PGD inputs (eval.json)",
     "checks_passed": "sanity checks of the evaluation that passed",
     "checks_total": "sanity checks run",
@@ -133,6 +142,7 @@ def load_results(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
             row.update(eps=float("nan") if eps is None else float(eps), norm=cfg.get("norm", ""), n=0, pgd_steps=0)
             for acc in ACCURACIES:
                 row.update({acc: np.nan, f"{acc}_lo": np.nan, f"{acc}_hi": np.nan})
+            row.update({k: np.nan for k in EXTRA_ACCURACIES})
             row.update({f"gap_{m}": np.nan for m in GAP_METRICS})
             row.update(checks_passed=0, checks_total=0, failed_checks="",
                        note=f"no eval.json: run `featgap eval {path}`")
@@ -145,18 +155,26 @@ def load_results(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
                 value = np.nan if value is None else float(value)
                 lo, hi = wilson_interval(value, n)
                 row.update({acc: value, f"{acc}_lo": lo, f"{acc}_hi": hi})
+            old_protocol = "pgd_ce" not in ev  # before the worst-case protocol: pgd was CE-PGD alone
+            extra = {"pgd_ce": ev.get("pgd") if old_protocol else ev.get("pgd_ce"), "pgd_margin": ev.get("pgd_margin"),
+                     "avg": ev.get("avg"), "avg_paper": ev.get("avg") if old_protocol else ev.get("avg_paper")}
+            row.update({k: np.nan if v is None else float(v) for k, v in extra.items()})
+            if old_protocol:
+                row["avg"] = np.nan  # the old avg used CE-PGD alone: it is avg_paper
             gaps = ev.get("feature_gap") or {}
             row.update({f"gap_{m}": float(gaps[m]) if m in gaps else np.nan for m in GAP_METRICS})
             checks = ev.get("checks") or []
             failed = [c.get("name", "?") for c in checks if not c.get("ok", False)]
             notes = [] if checks else ["sanity checks were not run"]
+            if old_protocol:
+                notes.append("older eval.json: PGD is CE-PGD alone and robust leaves out margin-PGD; rerun featgap eval")
             if ev.get("autoattack") is None:
                 notes.append("AutoAttack skipped")
             row.update(checks_passed=len(checks) - len(failed), checks_total=len(checks),
                        failed_checks="; ".join(failed), note="; ".join(notes))
         rows.append(row)
     columns = ["run", "path", "method", "dataset", "model", "eps", "norm", "n", "pgd_steps",
-               *[f"{a}{s}" for a in ACCURACIES for s in ("", "_lo", "_hi")],
+               *[f"{a}{s}" for a in ACCURACIES for s in ("", "_lo", "_hi")], *EXTRA_ACCURACIES,
                *[f"gap_{m}" for m in GAP_METRICS], "checks_passed", "checks_total", "failed_checks", "note"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -200,7 +218,8 @@ def results_table(df: pd.DataFrame, metric: str = "l2") -> go.Figure:
     """The results table: one row per run, sanity flags in red.
 
     Columns: run, method, n, clean / PGD-k / AA / robust accuracy (percent, ``value [lo, hi]``
-    with the 95 % Wilson interval; ``—`` when not run), the mean feature gap in ``metric``,
+    with the 95 % Wilson interval; ``—`` when not run; PGD-k and robust are per-image worst cases,
+    over CE- and margin-PGD and over every attack), the mean feature gap in ``metric``,
     the sanity checks (``passed/total`` in green, or the failed checks' names in red) and a note
     (e.g. "no eval.json").
 
@@ -216,8 +235,8 @@ def results_table(df: pd.DataFrame, metric: str = "l2") -> go.Figure:
     steps = sorted({int(s) for s in df["pgd_steps"] if s}) if "pgd_steps" in df else []
     pgd_name = "PGD-" + "/".join(map(str, steps)) if steps else "PGD"
     header = ["<br>".join(table_text(line, 40) for line in h.split("\n")) for h in (
-        "run", "method", "n", "clean %\n[95% CI]", f"{pgd_name} %\n[95% CI]", "AutoAttack %\n[95% CI]",
-        "robust %\n[95% CI]", f"mean gap\n{GAP_LABELS[metric]}", "sanity checks", "note")]
+        "run", "method", "n", "clean %\n[95% CI]", f"{pgd_name} %\n(CE ∧ margin)\n[95% CI]", "AutoAttack %\n[95% CI]",
+        "robust %\n(every attack)\n[95% CI]", f"mean gap\n{GAP_LABELS[metric]}", "sanity checks", "note")]
     checks, check_colors = [], []
     for passed, total, failed in zip(df["checks_passed"], df["checks_total"], df["failed_checks"]):
         if total == 0:

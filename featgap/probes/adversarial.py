@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from featgap.attacks import pgd
+from featgap.attacks import check_eps, pgd
 from featgap.errors import FeatgapError
 from featgap.probes.extract import as_float_images, model_device
 from featgap.progress import progress
@@ -53,8 +53,7 @@ def adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, 
     if attack is None:
         if eps is None:
             raise FeatgapError("give eps (the attack radius in pixel units) or an attack")
-        if not 0.0 <= eps <= 1.0:
-            raise FeatgapError(f"eps must be in [0, 1] (pixel units); got {eps}")
+        check_eps(eps, norm, flag="eps")
 
         def attack(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
             return pgd(m, xb, yb, eps=eps, steps=steps, norm=norm)

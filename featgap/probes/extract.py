@@ -100,6 +100,35 @@ def _module_names(model: nn.Module) -> set[str]:
     return {name for name, _ in model.named_modules() if name}
 
 
+def snapshot(t: torch.Tensor, pool: str = "avg") -> torch.Tensor:
+    """A layer's output pooled *now*, in memory of its own, so later in-place ops cannot change it.
+
+    Networks modify tensors in place after a layer has returned them: torchvision's ResNet
+    rectifies ``bn1``'s output with ``ReLU(inplace=True)`` and adds the shortcut to ``bn2``'s
+    with ``out += identity``; DenseNet and MobileNet do the same with their ReLUs. A kept
+    reference would then read the *later* value (``bn1`` rectified). So the value is pooled as
+    soon as it is produced (:func:`pool_features`) and cloned only when the pooled tensor still
+    shares memory with the output (``pool="flatten"``, or an output that is already ``(B, D)``);
+    ``pool="avg"`` makes a new, small tensor and copies nothing. The autograd graph is kept.
+
+    Arguments:
+        t (Tensor): a layer's output, at the moment the layer returns it.
+        pool (str): ``"avg"`` or ``"flatten"``. (Default: ``"avg"``)
+
+    Shape:
+        - t: ``(B, D)`` or ``(B, C, …)``; output: ``(B, D′)``.
+
+    Examples::
+        >>> out = torch.randn(2, 4); kept = snapshot(out); out.relu_()
+        >>> bool((kept < 0).any())        # the value at read time, not the rectified one
+        True
+    """
+    pooled = pool_features(t, pool)
+    if pooled.untyped_storage().data_ptr() == t.untyped_storage().data_ptr():
+        pooled = pooled.clone()
+    return pooled
+
+
 def _first_tensor(out: object) -> torch.Tensor:
     """A module may return a tuple or dict (e.g. attention); its first tensor is the feature."""
     if torch.is_tensor(out):
@@ -119,8 +148,10 @@ class LayerReader:
     ``reader(x) -> {layer: (B, D) tensor, ...}`` keeps the autograd graph, so it can be
     differentiated (local Lipschitzness and attribution use this); wrap it in ``torch.no_grad``
     to only read. Modules are read with forward hooks, other names as torchvision FX graph
-    nodes; ``"logits"`` is the model's output. Use it as a context manager so that the hooks are
-    removed afterwards. Creating one checks the names (an unknown layer is an error).
+    nodes; ``"logits"`` is the model's output. Each value is taken (pooled, see :func:`snapshot`)
+    the moment it is produced, so an in-place op later in the network (``ReLU(inplace=True)``,
+    ``out += identity``) does not change what is read. Use it as a context manager so that the
+    hooks are removed afterwards. Creating one checks the names (an unknown layer is an error).
 
     Arguments:
         model (nn.Module): any module.
@@ -144,7 +175,7 @@ class LayerReader:
         self._traced = [n for n in wanted if n not in modules]
         self._fx: nn.Module | None = None
         if self._traced:
-            self._fx = _fx_extractor(model, self._traced)
+            self._fx = _fx_extractor(model, self._traced, pool)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._seen: dict[str, list[torch.Tensor]] = {}
 
@@ -161,7 +192,7 @@ class LayerReader:
 
     def _hook(self, name: str):  # noqa: ANN202 - a hook closure
         def hook(module: nn.Module, args: object, out: object) -> None:
-            self._seen.setdefault(name, []).append(_first_tensor(out))
+            self._seen.setdefault(name, []).append(snapshot(_first_tensor(out), self.pool))
         return hook
 
     def __call__(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -187,8 +218,13 @@ class LayerReader:
         return {name: pool_features(out[name], self.pool) for name in self.layers}
 
 
-def _fx_extractor(model: nn.Module, nodes: list[str]) -> nn.Module:
-    """torchvision's feature extractor for graph nodes that are not modules (one-line errors)."""
+def _fx_extractor(model: nn.Module, nodes: list[str], pool: str = "avg") -> nn.Module:
+    """torchvision's feature extractor for graph nodes that are not modules (one-line errors).
+
+    Each returned node is passed through :func:`snapshot` right where it is computed (a node
+    inserted after it in the graph): a later node of the same graph may modify its value in
+    place (an ``inplace=True`` ReLU after ``layer1.0.add``) when a later node is requested too.
+    """
     from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
     try:
@@ -200,7 +236,16 @@ def _fx_extractor(model: nn.Module, nodes: list[str]) -> nn.Module:
     if unknown:
         raise FeatgapError(f"unknown layer {unknown[0]!r} for {type(model).__name__}: not a sub-module or graph node "
                            f"(modules include {_example_names(model)})")
-    return create_feature_extractor(model, return_nodes={n: n for n in nodes})
+    extractor = create_feature_extractor(model, return_nodes={n: n for n in nodes})
+    graph = extractor.graph
+    output = next(node for node in graph.nodes if node.op == "output")
+    returned = dict(output.args[0])
+    for name, node in returned.items():
+        with graph.inserting_after(node):
+            returned[name] = graph.call_function(snapshot, (node, pool))
+    output.args = (returned,)
+    extractor.recompile()
+    return extractor
 
 
 def model_device(model: nn.Module) -> torch.device:

@@ -6,7 +6,6 @@ run directory's ``config.json`` records, so a run can be reproduced from that fi
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from featgap.errors import FeatgapError
@@ -39,6 +38,8 @@ class TrainConfig:
     on, the lr is multiplied by ``factor``. ``None``: ×0.1 at 50 % and 75 % of the epochs."""
     warmup_epochs: float = 0.0
     eps: float | None = None
+    """Attack radius in pixel units; ``None``: the dataset's default for ``norm``
+    (:meth:`featgap.data.DatasetInfo.default_eps`: L∞ 0.3 MNIST, 8/255 CIFAR; L2 2.0 MNIST, 0.5 CIFAR)."""
     norm: str = "linf"
     attack_steps: int = 10
     attack_step_size: float | None = None
@@ -131,7 +132,8 @@ class TrainConfig:
             raise FeatgapError(f"method {self.method} has no fine-tuning stage (finetune is for: "
                                f"{', '.join(n for n, m in methods.METHODS.items() if m.pretrains)})")
         cfg = replace(self, extra=method.resolve_options(dict(self.extra)), finetune=finetune,
-                      eps=info.eps if self.eps is None else self.eps,
+                      eps=info.default_eps(self.norm) if self.eps is None and self.norm in ("linf", "l2")
+                      else self.eps,
                       augment=info.augment if self.augment is None else self.augment,
                       lr_steps=self.lr_steps if self.lr_steps is not None else
                       ((0.5 * self.epochs, 0.1), (0.75 * self.epochs, 0.1)))
@@ -163,13 +165,13 @@ class TrainConfig:
     def validate(self) -> None:
         """One-line errors for settings that cannot work."""
         from featgap.data.batches import AUGMENTATIONS
-        from featgap.attacks import NORMS
+        from featgap.attacks import NORMS, check_eps
 
         def bad(msg: str) -> None:
             raise FeatgapError(msg)
 
-        if self.eps is not None and not (0.0 <= self.eps <= 1.0 and math.isfinite(self.eps)):
-            bad(f"--eps must be in [0, 1] (pixel units, e.g. 0.3 or 0.0314); got {self.eps}")
+        if self.eps is not None:
+            check_eps(self.eps, self.norm)
         if self.epochs < 1:
             bad(f"--epochs must be at least 1; got {self.epochs}")
         if self.batch_size < 1:

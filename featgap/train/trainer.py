@@ -199,6 +199,8 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.SGD(self.method.param_groups(model), lr=cfg.lr, momentum=cfg.momentum,
                                     weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
+        self.optimizer = optimizer
+        """The optimiser of this fit (kept for inspection: ``param_groups`` with each group's ``lr``)."""
         ema = ModelEMA(model, cfg.ema_decay) if cfg.ema_decay else None
         if self.out is not None:
             if getattr(self, "_resume_from", None) is not None:
