@@ -284,6 +284,16 @@ class NotebookPage:
         for _ in range(times):
             self.page.keyboard.press(key)
 
+    def hover_point(self, index: int, plot: int = 0, point: int = 0) -> None:
+        """Move the mouse onto the ``point``-th marker of cell ``index``'s ``plot``-th plotly figure.
+
+        plotly.js answers with a hover event, which a FigureWidget passes to the kernel (its
+        ``on_hover`` callbacks run there).
+        """
+        marker = self.cell(index).locator(".js-plotly-plot").nth(plot).locator(".scatterlayer path.point").nth(point)
+        marker.scroll_into_view_if_needed()
+        marker.hover(force=True)
+
     def screenshot_output(self, index: int, path: Path) -> Path:
         """A PNG of cell ``index``'s output area only (not the page)."""
         out = self.output(index)
@@ -293,6 +303,9 @@ class NotebookPage:
 
 
 # ---------------------------------------------------------------- the views notebook
+HOVER = {"EmbeddingExplorer"}
+"""Views whose screenshot is taken with the mouse on a point (the EmbeddingExplorer's side panel then shows it)."""
+
 VIEWS = {  # class → (module in featgap.widgets, the runs it shows, extra keyword arguments)
     "GapExplorer": ("gap_explorer", ("pgd_at",), {}),
     "EmbeddingExplorer": ("embedding_explorer", ("standard", "pgd_at"), {}),
@@ -415,7 +428,14 @@ def screenshots(out: Path, run_root: Path | None = None, work: Path | None = Non
                 print(f"{name} drew no plotly figure within 120 s; no screenshot")
                 continue
             time.sleep(1.5)  # let plotly finish its transitions
+            if name in HOVER:
+                try:
+                    nb.hover_point(i, point=5)
+                    time.sleep(2.0)  # the kernel's hover callback updates the side panel
+                except Exception as err:  # noqa: BLE001 - playwright's errors: a screenshot without the hover
+                    print(f"{name}: could not hover a point ({type(err).__name__}); screenshot without it")
             made[name] = nb.screenshot_output(i, out / f"{VIEWS[name][0]}.png")
+            nb.page.mouse.move(0, 0)  # off the figures: no hover label or mode bar in the next screenshot
             print(f"{name}: {made[name]}")
         for problem in nb.widget_problems():
             print(f"widget problem on the page: {problem}")

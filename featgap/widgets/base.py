@@ -57,8 +57,13 @@ class View:
         return self.widget._repr_mimebundle_(**kwargs)
 
     def figure(self) -> go.Figure:
-        """The current state as a static ``go.Figure`` (for nbconvert, the HTML report, offline frontends)."""
-        return go.Figure(self.figure_widget.to_dict())
+        """The current state as a static ``go.Figure`` (for nbconvert, the HTML report, offline frontends).
+
+        A copy of the widget's traces and layout, with their arrays as plain numbers (plotly 6's
+        ``to_dict()`` would hand over base64-encoded ``{"dtype", "bdata"}`` records instead) and
+        the widget's subplot grid, so ``view.figure().data[0].y`` reads like the widget's.
+        """
+        return go.Figure(self.figure_widget)
 
     # ------------------------------------------------------------ updating
     def update(self) -> None:
@@ -106,11 +111,33 @@ class View:
             with self.output:
                 yield
         finally:
-            self.output.clear_output()
+            clear_quietly(self.output)
             for c, was in disabled.items():
                 if was is not None:
                     c.disabled = was
             self.clear_message()
+
+
+def in_kernel() -> bool:
+    """Whether this code runs in a Jupyter kernel (a notebook, JupyterLab, VS Code), where widgets render."""
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with ipywidgets
+        return False
+    return getattr(get_ipython(), "kernel", None) is not None
+
+
+def clear_quietly(output: widgets.Output) -> None:
+    """Empty an ``Output`` widget; outside a kernel without writing terminal control codes.
+
+    ``Output.clear_output`` calls IPython's ``clear_output``, which in a plain Python process
+    (a script, pytest) prints ``ESC[2K`` + carriage return to stdout and stderr. There nothing
+    renders the widget, so dropping the outputs it holds is all there is to do.
+    """
+    if in_kernel():
+        output.clear_output()
+    else:
+        output.outputs = ()
 
 
 def load_model(run: str | Path | nn.Module, device: str = "cpu") -> tuple[str, nn.Module]:

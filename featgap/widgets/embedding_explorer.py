@@ -153,11 +153,12 @@ class EmbeddingExplorer(View):
         blank = np.zeros((*x.shape[-2:], 3), np.uint8)
         for col in (1, 2):
             self.panel_images.add_trace(go.Image(z=blank, hoverinfo="skip"), row=1, col=col)
-        self.panel_images.update_layout(width=260, height=170, margin=dict(t=25, l=5, r=5, b=5))
+        self.panel_images.update_layout(width=300, height=180, margin=dict(t=25, l=5, r=5, b=5))
+        self.panel_images.update_annotations(font_size=12)  # "adversarial (run name)" fits over its image
         self.panel_images.update_xaxes(visible=False)
         self.panel_images.update_yaxes(visible=False)
         self.panel_text = widgets.HTML(value="<i>hover over a point</i>")
-        self.panel = widgets.VBox([self.panel_text, self.panel_images], layout=widgets.Layout(width="270px"))
+        self.panel = widgets.VBox([self.panel_text, self.panel_images], layout=widgets.Layout(width="310px"))
         super().__init__([self.method, self.layer], fig)
         self.widget.children = (self.controls, self.output, self.message, widgets.HBox([fig, self.panel]))
         self.selected: int | None = None
