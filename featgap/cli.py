@@ -4,6 +4,7 @@
     featgap train --preset cifar10-resnet18-afd --init runs/natural --out runs/afd
     featgap eval runs/pgd_at --n 500
     featgap probe runs/pgd_at --layers stage2 pool --eps 0.1 0.3
+    featgap report runs/demo/standard runs/demo/pgd_at -o report.html --compute
     featgap data list | featgap data download cifar10
     featgap demo
 
@@ -232,10 +233,34 @@ def _add_demo(m: argparse.ArgumentParser) -> None:
                    help="retrain even if finished demo runs exist (default: off, finished runs are reused)")
 
 
+REPORT_N = 200
+"""``featgap report --n``'s default (:data:`featgap.report.DEFAULT_N`; repeated here so that
+``featgap report --help`` imports no torch; a test keeps the two equal)."""
+
+
+def _add_report(r: argparse.ArgumentParser) -> None:
+    r.description = ("Write one standalone HTML page about RUN_DIRs: the results table with each run's sanity "
+                     "checks, training curves and gap trajectory, gap per layer and against eps, feature maps, "
+                     "AFD component norms, alignment measures and each run's configuration. It embeds plotly.js and "
+                     "opens offline in any browser. Without --compute only what the run directories hold is shown.")
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished run directories written by featgap train")
+    r.add_argument("-o", "--out", default="report.html",
+                   help="the HTML file to write; its folder must exist (default report.html)")
+    r.add_argument("--compute", action="store_true",
+                   help="measure what the runs lack on --n test images: featgap eval for runs without eval.json "
+                        "(writes it), then the probes (default: off, the page says what was not measured)")
+    r.add_argument("--n", type=int, default=REPORT_N,
+                   help=f"stratified test images probed per run with --compute (default {REPORT_N})")
+    r.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps (default auto)")
+    r.add_argument("--seed", type=int, default=0, help="seed of the test subset and the attacks (default 0)")
+    r.add_argument("--data-root", default="data", help="where datasets live (default data)")
+
+
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "train": ("train a model; writes a run directory", _add_train),
     "eval": ("clean / PGD-20 / AutoAttack accuracy of a run, with sanity checks", _add_eval),
     "probe": ("feature gap per sample and layer; writes a CSV, prints a per-layer summary", _add_probe),
+    "report": ("one standalone HTML page about runs: results, curves, gap, maps, configs", _add_report),
     "data": ("list or download datasets", _add_data),
     "demo": ("the main job: standard, PGD-AT, vAFT, AFD and AFA on mnist5k, evaluated, in minutes", _add_demo),
 }
@@ -499,6 +524,16 @@ def _ci(mean: float, lo: float, hi: float) -> str:
     return f"{mean:.4g}" if lo != lo else f"{mean:.4g} [{lo:.4g}, {hi:.4g}]"
 
 
+def _report(args: argparse.Namespace) -> None:
+    from featgap import report
+
+    result = report.write(args.run_dirs, args.out, compute=args.compute, n=args.n, seed=args.seed,
+                          device=args.device, data_root=args.data_root)
+    for line in result.not_measured:
+        print(f"  {line}")
+    print(result.line())
+
+
 def _data(args: argparse.Namespace) -> None:
     from pathlib import Path
 
@@ -537,6 +572,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             _eval(args)
         elif args.command == "probe":
             _probe(args)
+        elif args.command == "report":
+            _report(args)
         elif args.command == "data":
             _data(args)
         elif args.command == "demo":

@@ -17,6 +17,10 @@
 6. Print a table with the **feature gap** of each model: how far the features of an input and
    of its PGD-20 example lie apart (robust models' gaps are several times smaller), and AFD's
    disentangled components: ‖f1‖, ‖f2‖ and cos(f1, f2) on natural and adversarial inputs.
+7. Write ``report.html`` next to the runs (:func:`write_report`, :mod:`featgap.report`): one
+   standalone page with the table, the training curves, the gap per layer and against ε, the
+   feature maps (vAFT and AFD before / after fine-tuning), AFD's components and the alignment
+   measures, measured on the same test subset; it opens offline in any browser.
 
 Finished runs in ``--out`` are reused (``--fresh`` retrains), so the demo can be rerun to look
 at the table again.
@@ -27,7 +31,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from featgap import data, runs
+from featgap import data, report, runs
 from featgap.evaluate import EvalResult, evaluate
 from featgap.presets import preset
 from featgap.train import TrainConfig, fit, resolve_device, stage_dirs
@@ -134,6 +138,18 @@ def format_components(run_dir: Path, test: data.ImageSet, n: int, seed: int, dev
     return "\n".join(lines)
 
 
+def write_report(out: str | Path, names: tuple[str, ...] = tuple(DEMO_RUNS), n: int = DEMO_N, seed: int = 0,
+                 device: str = "auto") -> report.Report:
+    """The demo's HTML report, ``OUT/report.html``: :func:`featgap.report.write` on the runs ``OUT/NAME``
+    with ``compute`` on, probing the same ``n`` stratified test images the evaluation used.
+
+    >>> write_report("runs/demo").path       # PosixPath('runs/demo/report.html')
+    """
+    out = Path(out)
+    return report.write([out / name for name in names], out / "report.html", compute=True, n=n, seed=seed,
+                        device=device)
+
+
 def run_demo(out: str | Path = "runs/demo", n: int = DEMO_N, device: str = "auto", seed: int = 0,
              fresh: bool = False) -> dict[str, EvalResult]:
     """Train, evaluate and print; returns the evaluation results by run name."""
@@ -164,6 +180,9 @@ def run_demo(out: str | Path = "runs/demo", n: int = DEMO_N, device: str = "auto
         flagged = r.flags
         print(f"sanity checks, {name}: {len(r.checks) - len(flagged)}/{len(r.checks)} passed"
               + "".join(f"\n  FLAG {c.name}: {c.detail}" for c in flagged))
+    print()
+    print(write_report(out, tuple(DEMO_RUNS), n=n, seed=seed, device=device).line()
+          + " — open it in any browser, no Python needed")
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; runs in {out}/")
     return results
 

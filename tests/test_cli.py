@@ -74,7 +74,8 @@ def test_data_list_and_download_errors(tmp_path, capsys):
 
 
 def test_every_subcommand_has_help():
-    for sub in (["train"], ["eval"], ["probe"], ["data"], ["data", "list"], ["data", "download"], ["demo"]):
+    for sub in (["train"], ["eval"], ["probe"], ["report"], ["data"], ["data", "list"], ["data", "download"],
+                ["demo"]):
         with pytest.raises(SystemExit) as exit_info:
             main([*sub, "--help"])
         assert exit_info.value.code == 0
@@ -93,8 +94,8 @@ def _parsers(parser: argparse.ArgumentParser | None = None) -> list[argparse.Arg
 
 def test_every_flag_of_every_subcommand_has_one_line_of_help_with_its_default():
     parsers = _parsers()
-    assert {p.prog for p in parsers} >= {"featgap train", "featgap eval", "featgap probe", "featgap data list",
-                                         "featgap data download", "featgap demo"}
+    assert {p.prog for p in parsers} >= {"featgap train", "featgap eval", "featgap probe", "featgap report",
+                                         "featgap data list", "featgap data download", "featgap demo"}
     wrong = []
     for parser in parsers:
         for action in parser._actions:
@@ -118,7 +119,8 @@ def test_help_texts_render_cleanly():
     assert "docs/evaluation.md" in " ".join(evaluation.split())
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["eval", "--help"], ["probe", "--help"], ["data", "list", "--help"]])
+@pytest.mark.parametrize("argv", [["--help"], ["eval", "--help"], ["probe", "--help"], ["report", "--help"],
+                                  ["data", "list", "--help"]])
 def test_help_imports_no_torch(argv):
     """``featgap --help`` must be fast: torch alone takes seconds to import on a small machine."""
     code = ("import sys\nfrom featgap.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"

@@ -27,6 +27,10 @@ def test_demo_trains_evaluates_and_pgd_at_is_robust(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "n = 100" in out and "gap L2" in out and format_table(results) in out
     assert "AFD components" in out and "cos(f1,f2)" in out and "PGD-20" in out
+    page = tmp_path / "demo" / "report.html"  # the demo ends with its standalone report, measured on its subset
+    assert f"report: {page} (" in out and page.stat().st_size <= 10e6
+    text = page.read_text()
+    assert "not measured" not in text and text.count('class="figure-spec"') >= 10
     # a second call reuses the finished runs instead of retraining
     run_demo(out=tmp_path / "demo", n=20)
     assert "reusing the finished run" in capsys.readouterr().out

@@ -198,3 +198,40 @@ def test_bad_choices_are_one_line(table, eps_table):
         with pytest.raises(FeatgapError) as err:
             call()
         assert needle in _one_line(err)
+
+
+# ----------------------------------------------------------------------------- several runs
+
+def test_gap_by_layer_runs_one_bar_trace_per_run_at_its_summary(table):
+    from featgap.plots.gap import gap_by_layer_runs
+
+    other = table.assign(l2=table["l2"] * 2)
+    summaries = {"a": summarize(table, metrics=["l2"]), "b": summarize(other, metrics=["l2"])}
+    fig = gap_by_layer_runs(summaries, "l2", colors={"a": "#111111", "b": "#222222"})
+    assert [t.name for t in fig.data] == ["a", "b"] and fig.layout.barmode == "group"
+    for trace, (run, s) in zip(fig.data, summaries.items()):
+        assert list(trace.x) == list(LAYERS) and trace.marker.color == {"a": "#111111", "b": "#222222"}[run]
+        np.testing.assert_allclose(trace.y, s["l2_mean"])
+        np.testing.assert_allclose(np.asarray(trace.y) + trace.error_y.array, s["l2_hi"])
+        np.testing.assert_allclose(np.asarray(trace.y) - trace.error_y.arrayminus, s["l2_lo"])
+    with pytest.raises(FeatgapError, match="split by outcome"):
+        gap_by_layer_runs({"a": summarize(table, by=("layer", "outcome"), metrics=["l2"])})
+    with pytest.raises(FeatgapError, match="at least one"):
+        gap_by_layer_runs({})
+
+
+def test_gap_vs_eps_runs_one_line_and_band_per_run(eps_table):
+    from featgap.plots.gap import gap_vs_eps_runs
+
+    pool = eps_table[eps_table["layer"] == "pool"]
+    summaries = {"a": summarize(pool, by=("eps", "layer"), metrics=["l2"]),
+                 "b": summarize(pool.assign(l2=pool["l2"] + 1), by=("eps", "layer"), metrics=["l2"])}
+    fig = gap_vs_eps_runs(summaries)
+    assert [t.name for t in fig.data] == ["a 95% CI", "a", "b 95% CI", "b"]
+    for (band, line), s in zip([fig.data[0:2], fig.data[2:4]], summaries.values()):
+        np.testing.assert_allclose(line.x, [0.0, 0.1, 0.3])
+        np.testing.assert_allclose(line.y, s["l2_mean"])
+        np.testing.assert_allclose(band.y, np.concatenate([s["l2_lo"], s["l2_hi"][::-1]]))
+    assert "pool" in fig.layout.title.text
+    with pytest.raises(FeatgapError, match="keep one layer"):
+        gap_vs_eps_runs({"a": summarize(eps_table, by=("eps", "layer"), metrics=["l2"])})

@@ -27,7 +27,7 @@ column is a one-line :class:`~featgap.errors.FeatgapError` naming the missing co
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -318,4 +318,99 @@ def gap_overview(summary: pd.DataFrame, table: pd.DataFrame, metric: str = "l2",
                       barmode="overlay" if kind == "histogram" and len(bars) == 1 else "group",
                       boxmode="group", violinmode="group", legend_title="outcome (n)", template="plotly_white",
                       margin=dict(t=80))
+    return fig
+
+
+# ----------------------------------------------------------------------------- several runs
+
+def _run_color(colors: Mapping[str, str] | None, run: str, i: int) -> str:
+    return (colors or {}).get(run, LAYER_COLORS[i % len(LAYER_COLORS)])
+
+
+def gap_by_layer_runs(summaries: Mapping[str, pd.DataFrame], metric: str = "l2", *,
+                      colors: Mapping[str, str] | None = None, title: str | None = None) -> go.Figure:
+    """Several runs' mean feature gap per layer side by side: one bar group per layer, one bar per run.
+
+    The bars are :func:`gap_by_layer`'s (mean, 95 % bootstrap interval as error bars), one trace
+    per run instead of one per outcome, so runs compare layer by layer (the HTML report draws this).
+
+    Arguments:
+        summaries (dict[str, DataFrame]): run name → :func:`featgap.probes.summarize` of that run's
+            :func:`~featgap.probes.gap_table` ``by="layer"`` (columns ``layer, n, {metric}_mean,
+            {metric}_lo, {metric}_hi``; one ε).
+        metric (str): one of :data:`featgap.probes.GAP_METRICS`. (Default: ``"l2"``)
+        colors (dict | None): colour per run name. (Default: plotly's palette in order)
+        title (str | None): the figure title.
+
+    Shape:
+        - output: a Figure with one bar trace per run, named after it, in the order given.
+
+    Examples::
+        >>> s = {name: summarize(gap_table(m, x, y, eps=0.3), by="layer") for name, m in models.items()}
+        >>> gap_by_layer_runs(s, "l2").show()
+    """
+    if not summaries:
+        raise FeatgapError("give at least one run's summary")
+    fig = go.Figure()
+    for i, (run, summary) in enumerate(summaries.items()):
+        if isinstance(summary, pd.DataFrame) and "outcome" in summary.columns:
+            raise FeatgapError(f"gap_by_layer_runs: the summary of {run} is split by outcome; summarize by='layer'")
+        (bar,) = gap_bar_traces(summary, metric)
+        bar.update(name=str(run), legendgroup=str(run), showlegend=True, marker_color=_run_color(colors, run, i),
+                   hovertemplate=bar.hovertemplate.replace(f"<extra>mean {metric}</extra>", f"<extra>{run}</extra>"))
+        fig.add_trace(bar)
+    fig.update_layout(title=title or f"Feature gap per layer: mean {metric} with 95% CI", barmode="group",
+                      xaxis_title="layer", yaxis_title=METRIC_LABELS[metric], legend_title="run",
+                      template="plotly_white")
+    return fig
+
+
+def gap_vs_eps_runs(summaries: Mapping[str, pd.DataFrame], metric: str = "l2", *,
+                    colors: Mapping[str, str] | None = None, title: str | None = None) -> go.Figure:
+    """Several runs' mean feature gap against ε at one layer: one line (with its 95 % band) per run.
+
+    Arguments:
+        summaries (dict[str, DataFrame]): run name → :func:`featgap.probes.summarize` of that run's
+            :func:`~featgap.probes.gap_vs_eps` table ``by=("eps", "layer")``, holding one layer
+            (columns ``eps, layer, {metric}_mean, {metric}_lo, {metric}_hi``).
+        metric (str): one of :data:`featgap.probes.GAP_METRICS`. (Default: ``"l2"``)
+        colors (dict | None): colour per run name. (Default: plotly's palette in order)
+        title (str | None): the figure title. (Default: names the layer)
+
+    Shape:
+        - output: a Figure with two traces per run: its band (``lo`` along ε, then ``hi`` back)
+          and its line of means.
+
+    Examples::
+        >>> s = {n: summarize(gap_vs_eps(m, x, y, eps=[0, .1, .2, .3], layers="pool"), by=("eps", "layer"))
+        ...      for n, m in models.items()}
+        >>> gap_vs_eps_runs(s).show()
+    """
+    _check_metric(metric)
+    if not summaries:
+        raise FeatgapError("give at least one run's summary")
+    cols = [f"{metric}_mean", f"{metric}_lo", f"{metric}_hi"]
+    fig = go.Figure()
+    layers = []
+    for i, (run, summary) in enumerate(summaries.items()):
+        require_columns(summary, ["eps", "layer", *cols], "gap_vs_eps_runs needs summarize(gap_vs_eps(...)) output")
+        found = _layers(summary)
+        if len(found) != 1:
+            raise FeatgapError(f"gap_vs_eps_runs: the summary of {run} holds layers {', '.join(map(str, found))}; "
+                               "keep one layer per run")
+        layers.append(found[0])
+        rows = summary.sort_values("eps")
+        eps = rows["eps"].to_numpy(dtype=float)
+        mean, lo, hi = (rows[c].to_numpy(dtype=float) for c in cols)
+        color = _run_color(colors, run, i)
+        fig.add_trace(go.Scatter(x=np.concatenate([eps, eps[::-1]]), y=np.concatenate([lo, hi[::-1]]), fill="toself",
+                                 fillcolor=color, opacity=0.2, line=dict(width=0), hoverinfo="skip",
+                                 legendgroup=str(run), showlegend=False, name=f"{run} 95% CI"))
+        fig.add_trace(go.Scatter(x=eps, y=mean, mode="lines+markers", line_color=color, name=str(run),
+                                 legendgroup=str(run),
+                                 hovertemplate=f"ε %{{x:.4g}}<br>mean {metric} %{{y:.4g}}<extra>{run}</extra>"))
+    where = ", ".join(dict.fromkeys(map(str, layers)))
+    fig.update_layout(title=title or f"Feature gap vs ε at {where}: mean {metric} with 95% CI",
+                      xaxis_title="ε (pixel units)", yaxis_title=METRIC_LABELS[metric], legend_title="run",
+                      template="plotly_white")
     return fig
