@@ -71,6 +71,7 @@ from featgap import cache, runs
 from featgap.errors import FeatgapError
 from featgap.plots import (alignment_bars, component_norms, embedding_maps, gap_by_layer_runs, gap_vs_eps_runs,
                            gap_vs_robust, load_results, training_curves)
+from featgap.plots.results import wilson_interval
 from featgap.plots.training import RUN_COLORS
 from featgap.probes import summarize
 from featgap.progress import progress
@@ -368,6 +369,10 @@ def _num(v: Any, digits: int) -> tuple[str, str]:
     return f"{float(v):.{digits}f}", repr(float(v))
 
 
+ACCURACY_KEYS = ("clean", "pgd", "autoattack", "robust")
+"""Columns of the results table that are accuracies over the run's n images: shown with a 95 % interval."""
+
+
 def results_table_html(report_runs: Sequence[RunData]) -> str:
     """The results as an HTML table: the numbers of each ``eval.json``, the sanity checks beside them.
 
@@ -400,6 +405,9 @@ def results_table_html(report_runs: Sequence[RunData]) -> str:
         for key, _, digits in cols:
             value = gaps.get(key[4:]) if key.startswith("gap_") else ev.get(key)
             text, exact = _num(value, digits)
+            if key in ACCURACY_KEYS and exact:  # every accuracy with its 95 % Wilson interval over n images
+                lo, hi = wilson_interval(float(value), int(ev["n"]))
+                text += f'<br><small class="ci">[{lo:.1f}, {hi:.1f}]</small>'
             cells.append(f'<td class="num" data-run="{html.escape(r.name)}" data-key="{key}" '
                          f'data-value="{exact}">{text}</td>')
         checks = ev.get("checks") or []
@@ -448,7 +456,8 @@ def build_page(report_runs: Sequence[RunData], warnings: Sequence[str], *, compu
 
     page.add("<h2 id='results-section'>Results</h2>")
     page.add(results_table_html(report_runs))
-    page.add("<p class='legend'>Accuracies in percent on the evaluation's stratified test subset (eval.json). "
+    page.add("<p class='legend'>Accuracies in percent on the evaluation's stratified test subset of n images (eval.json), "
+             "each with its 95 % Wilson interval below it. "
              "PGD is per image the worst of CE- and margin-PGD; robust the worst of every attack run; the gap is the "
              "mean distance between the pooled features of a test image and of its PGD example. A failed sanity "
              "check (docs/evaluation.md) is listed beside the numbers it questions.</p>")

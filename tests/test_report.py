@@ -22,6 +22,7 @@ import torch
 from featgap import report, runs
 from featgap.cli import REPORT_N, main
 from featgap.errors import FeatgapError
+from featgap.plots.results import wilson_interval
 
 N = 40
 """Test images the computed report probes (the widget_runs fixture's subset size)."""
@@ -136,7 +137,12 @@ def test_the_table_shows_each_eval_json_exactly(dirs, tmp_path):
             if expected is None:  # e.g. AutoAttack skipped: shown as a dash, never as a made-up number
                 assert (exact, shown) == ("", "—"), key
             else:
-                assert float(exact) == expected and shown == f"{expected:.{k}f}", (d.name, key)
+                assert float(exact) == expected and shown.split("[")[0] == f"{expected:.{k}f}", (d.name, key)
+                if key in report.ACCURACY_KEYS:  # each accuracy with its 95 % Wilson interval over n images
+                    lo, hi = wilson_interval(expected, ev["n"])
+                    assert shown.endswith(f"[{lo:.1f}, {hi:.1f}]"), (d.name, key, shown)
+                else:
+                    assert "[" not in shown, (d.name, key, shown)
     assert result.bytes == out.stat().st_size and result.bytes < 10e6
 
 
