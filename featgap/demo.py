@@ -33,6 +33,7 @@ from pathlib import Path
 
 from featgap import data, report, runs
 from featgap.evaluate import EvalResult, evaluate
+from featgap.plots.results import wilson_interval
 from featgap.presets import preset
 from featgap.train import TrainConfig, fit, resolve_device, stage_dirs
 
@@ -94,7 +95,9 @@ def _train_or_reuse(name: str, cfg: TrainConfig, out: Path, fresh: bool) -> None
 
 TABLE_LEGEND = ("CE-PGD: PGD-20 on cross-entropy alone. PGD-20: per image the worst of CE- and margin-PGD-20.\n"
                 "robust: per image the worst of every attack run (PGD, AutoAttack, the checks' attacks).\n"
-                "avg = (clean + PGD-20 + AA) / 3.  paper = (clean + CE-PGD + AA) / 3, the AFD paper's avg.")
+                "avg = (clean + PGD-20 + AA) / 3.  paper = (clean + CE-PGD + AA) / 3, the AFD paper's avg.\n"
+                "robust 95% CI: Wilson interval of the robust accuracy over the n images (two runs differ only\n"
+                "where their intervals do not overlap).")
 """What the columns of :func:`format_table` mean, printed under it by the demo."""
 
 
@@ -105,7 +108,7 @@ def format_table(results: dict[str, EvalResult]) -> str:
     ``CE-PGD`` and ``paper`` (the AFD paper's average) are shown next to them, labelled, to compare.
     """
     head = (f"{'model':10} {'clean':>6} {'CE-PGD':>7} {'PGD-20':>7} {'AA':>6} {'robust':>7} {'avg':>6} "
-            f"{'paper':>6} │ {'gap L2':>7} {'gap L∞':>7} {'gap cos':>8}")
+            f"{'paper':>6} {'robust 95% CI':>14} │ {'gap L2':>7} {'gap L∞':>7} {'gap cos':>8}")
     lines = [head, "─" * len(head)]
 
     def num(v: float | None, width: int) -> str:
@@ -113,8 +116,11 @@ def format_table(results: dict[str, EvalResult]) -> str:
 
     for name, r in results.items():
         g = r.feature_gap
+        worst = r.robust if r.robust is not None else r.pgd
+        lo, hi = wilson_interval(worst, r.n)
+        ci = f"[{lo:4.1f}, {hi:4.1f}]"
         lines.append(f"{name:10} {r.clean:6.1f} {num(r.pgd_ce, 7)} {r.pgd:7.1f} {num(r.autoattack, 6)} "
-                     f"{num(r.robust, 7)} {num(r.avg, 6)} {num(r.avg_paper, 6)} │ {g.get('l2', float('nan')):7.3f} "
+                     f"{num(r.robust, 7)} {num(r.avg, 6)} {num(r.avg_paper, 6)} {ci:>14} │ {g.get('l2', float('nan')):7.3f} "
                      f"{g.get('linf', float('nan')):7.3f} {g.get('cosine', float('nan')):8.4f}")
     return "\n".join(lines)
 
