@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from torch import nn
@@ -107,6 +107,9 @@ class EvalResult:
     """The PGD step α used, pixel units (2.5·ε/steps unless given)."""
     robust_attacks: list[str] = field(default_factory=list)
     """The attacks :attr:`robust` is the worst case over, by name."""
+    examples: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    """``keep_examples=True`` only: the strongest adversarial example per image, ``(n, C, H, W)``
+    (:func:`strongest_examples`); not part of :meth:`as_dict`."""
 
     @property
     def avg(self) -> float | None:
@@ -128,7 +131,8 @@ class EvalResult:
         return [c for c in self.checks if not c.ok]
 
     def as_dict(self) -> dict:
-        out = asdict(self)
+        out = asdict(replace(self, examples=None))
+        out.pop("examples")
         out["avg"], out["avg_paper"] = self.avg, self.avg_paper
         return out
 
@@ -195,14 +199,18 @@ class _CollectWarnings(logging.Handler):
 
 
 def autoattack_masks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, norm: str,
-                     seed: int, batch_size: int, start_mask: torch.Tensor | None = None
-                     ) -> tuple[torch.Tensor, dict[str, float], list[str]]:
+                     seed: int, batch_size: int, start_mask: torch.Tensor | None = None,
+                     examples: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float], list[str]]:
     """Run standard AutoAttack attack by attack, each on the points still robust.
 
     Returns ``(robust_mask, accuracy_after_each_attack, autoattack_warnings)``. Running the
     four attacks one at a time (with the reference parameters of the standard version) gives
     a progress bar, the accuracy after each attack, and tells whether the black-box Square
     attack found points the white-box attacks missed.
+
+    ``examples`` (a tensor shaped like ``x``, e.g. ``x.clone()``), if given, receives in place
+    the adversarial example of every image an attack fooled (the attack that fooled it first);
+    the other rows are left as they are.
     """
     from pyautoattack import AutoAttack
 
@@ -222,7 +230,10 @@ def autoattack_masks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps:
                 if len(idx):
                     adversary.attacks_to_run = [attack]
                     x_adv, _ = adversary.run_standard_evaluation(x[idx], y[idx], batch_size=batch_size)
-                    robust[idx] = _accuracy_mask(model, x_adv, y[idx], batch_size)
+                    still = _accuracy_mask(model, x_adv, y[idx], batch_size)
+                    robust[idx] = still
+                    if examples is not None:
+                        examples[idx[~still]] = x_adv[~still].to(examples.dtype)
                 after[attack] = _percent(robust)
                 bar.set_postfix_str(f"{attack} → {after[attack]:.1f}%")
     finally:
@@ -233,7 +244,8 @@ def autoattack_masks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps:
 def evaluate(model: nn.Module, data: ImageSet, *, eps: float | None = None, norm: str = "linf",
              n: int | None = None, pgd_steps: int = 20, pgd_step_size: float | None = None,
              autoattack: bool = True, seed: int = 0, batch_size: int = 250,
-             device: torch.device | str | None = None, sanity_checks: bool = True) -> EvalResult:
+             device: torch.device | str | None = None, sanity_checks: bool = True,
+             keep_examples: bool = False) -> EvalResult:
     """Evaluate ``model`` on ``data`` (a test split) following ``docs/evaluation.md``.
 
     Accuracy under attack is a per-image worst case: ``pgd`` counts an image only if it survives
@@ -260,6 +272,9 @@ def evaluate(model: nn.Module, data: ImageSet, *, eps: float | None = None, norm
         device: where to attack (default: the model's).
         sanity_checks: also run the cheap checks of ``docs/evaluation.md`` (ε → 0, ε/2, PGD-5,
             restarts, clean ≥ PGD, margin vs CE).
+        keep_examples: keep the strongest adversarial example per image of CE-PGD, margin-PGD
+            and AutoAttack in ``result.examples`` (:func:`strongest_examples`), e.g. to measure
+            features on the points that hurt the model most.
 
     Returns:
         an :class:`EvalResult`; ``result.report()`` prints it, ``result.flags`` are the failed checks.
@@ -300,9 +315,11 @@ def evaluate(model: nn.Module, data: ImageSet, *, eps: float | None = None, norm
         x_adv = torch.where(use_margin, x_m, x_ce)  # the example that fools the model, if one does
         result.feature_gap = {k: v.mean().item() for k, v in feature_gap(model, x, x_adv, batch_size=batch_size).items()}
     aa_warnings: list[str] = []
+    x_aa = x.clone() if keep_examples and autoattack else None
     if autoattack:
         aa_ok, result.autoattack_by_attack, aa_warnings = autoattack_masks(
-            model, x, y, eps=eps, norm=norm, seed=seed, batch_size=batch_size, start_mask=clean_mask)
+            model, x, y, eps=eps, norm=norm, seed=seed, batch_size=batch_size, start_mask=clean_mask,
+            examples=x_aa)
         result.autoattack = _percent(aa_ok)
         masks["AutoAttack (" + ", ".join(AA_ATTACKS) + ")"] = aa_ok
     if sanity_checks:
@@ -313,8 +330,55 @@ def evaluate(model: nn.Module, data: ImageSet, *, eps: float | None = None, norm
         for mask in masks.values():
             robust &= mask
         result.robust, result.robust_attacks = _percent(robust), list(masks)
+    if keep_examples:
+        result.examples = strongest_examples(model, y, [x_ce, x_m] + ([x_aa] if x_aa is not None else []),
+                                             batch_size=batch_size)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def strongest_examples(model: nn.Module, y: torch.Tensor, candidates: list[torch.Tensor], *,
+                       batch_size: int = 250) -> torch.Tensor:
+    """Per image, the strongest of several adversarial examples: the rule of ``docs/evaluation.md``.
+
+    Among the candidates that the model misclassifies, the one with the highest cross-entropy
+    loss; when none fools the model, the one with the highest loss overall::
+
+        pick_i = argmax_k [ CE(model(x_k,i), y_i) + BIG · 1[model(x_k,i) ≠ y_i] ]
+
+    ``evaluate(..., keep_examples=True)`` passes CE-PGD's, margin-PGD's and AutoAttack's
+    examples (AutoAttack's row is the clean image where it did not fool the model, or where the
+    image was misclassified already).
+
+    Arguments:
+        model (nn.Module): the classifier, images in [0, 1] → logits.
+        y (Tensor): labels ``(N,)``.
+        candidates (list[Tensor]): ``K`` tensors of examples, each ``(N, C, H, W)``.
+        batch_size (int): images per forward pass.
+
+    Shape:
+        - output: ``(N, C, H, W)``, each row one of the candidates' rows.
+
+    Example::
+        >>> x_worst = strongest_examples(model, y, [x_ce, x_margin, x_aa])
+    """
+    if not candidates:
+        raise FeatgapError("strongest_examples needs at least one candidate")
+    scores = []
+    with torch.no_grad(), eval_mode(model):
+        for xk in candidates:
+            parts = []
+            for i in range(0, len(y), batch_size):
+                logits = model(xk[i:i + batch_size]).float()
+                yb = y[i:i + batch_size]
+                loss = torch.nn.functional.cross_entropy(logits, yb, reduction="none")
+                parts.append(loss + 1e6 * (logits.argmax(1) != yb).float())
+            scores.append(torch.cat(parts))
+    pick = torch.stack(scores).argmax(0)
+    out = candidates[0].clone()
+    for k in range(1, len(candidates)):
+        out[pick == k] = candidates[k][pick == k]
+    return out
 
 
 def _rel(a: float, b: float) -> str:

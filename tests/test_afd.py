@@ -3,6 +3,7 @@ target, folding D1 into the head, the components probe, and training from a natu
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -217,3 +218,117 @@ def test_afd_fine_tunes_a_natural_run_and_exports_a_plain_model(tmp_path):
     assert set(comp["metric"]) == {"f1_norm", "f2_norm", "cos_f1_f2", "conf_hit"}
     with pytest.raises(FeatgapError, match="only afd runs"):
         load_student(str(natural))
+
+
+# ---------------------------------------------------------------- update="two_step", the reference code's schedule
+def one_step(update: str, seed: int = 0) -> tuple[AFDStudent, AFD, torch.optim.SGD, dict[str, torch.Tensor]]:
+    """One training step on a fixed tiny batch with ``update``; the student and the method afterwards."""
+    student, _ = student_and_method(seed)
+    method = AFD(AttackSettings(steps=2), alpha=0.05, beta=0.25, gamma=25.0, update=update)
+    method.teacher = copy.deepcopy(student).eval().requires_grad_(False)  # any frozen model will do
+    opt = torch.optim.SGD(method.param_groups(student), lr=0.05, momentum=0.9, weight_decay=5e-4)
+    student.train()
+    torch.manual_seed(1)
+    x, y = torch.rand(16, 1, 28, 28), torch.arange(16) % 10
+    loss, metrics = method.loss(student, x, y, eps=0.1)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return student, method, opt, metrics
+
+
+def test_update_is_a_declared_option_with_a_flag_and_checked_values():
+    option = next(o for o in AFD.options if o.name == "update")
+    assert option.default == "summed" and option.choices == ("summed", "two_step") and option.flag == "--afd-update"
+    with pytest.raises(FeatgapError, match="update must be one of summed, two_step"):
+        AFD(AttackSettings(), update="three_step")
+    from featgap.train import TrainConfig
+
+    assert TrainConfig(method="afd").resolved().extra["update"] == "summed"
+
+
+def test_two_step_changes_the_update_and_matches_two_manual_steps():
+    summed, *_ = one_step("summed")
+    two, method, main_opt, metrics = one_step("two_step")
+    assert set(metrics) == {"adv_acc", "l_conf", "l_elim", "l_main", "conf_hit"}
+    differs = [k for k, v in summed.state_dict().items() if not torch.equal(v, two.state_dict()[k])]
+    # D1, the head and the backbone take L_main's gradient at weights the first step already moved;
+    # D2 learns only from L_conf, computed at the same weights in both schedules, so its first step agrees
+    assert {"intrinsic.weight", "head.weight", "stage1.0.weight"} <= set(differs) and "confused.weight" not in differs
+
+    # the same step by hand: SGD on L_conf + L_elim with an optimiser of its own, then a fresh
+    # forward and SGD on L_main with the main optimiser (same hyper-parameters, separate momentum)
+    student, _ = student_and_method(0)
+    ref = AFD(AttackSettings(steps=2), alpha=0.05, beta=0.25, gamma=25.0)
+    ref.teacher = copy.deepcopy(student).eval().requires_grad_(False)
+    params = [p for p in student.parameters() if p.requires_grad]
+    first = torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
+    second = torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
+    student.train()
+    torch.manual_seed(1)
+    x, y = torch.rand(16, 1, 28, 28), torch.arange(16) % 10
+    from featgap.attacks import pgd
+
+    x_adv = pgd(student, x, y, eps=0.1, steps=2)
+    t = ref.terms(student, x, x_adv, y)
+    first.zero_grad()
+    (t["conf"] + t["elim"]).backward()
+    first.step()
+    second.zero_grad()
+    ref.terms(student, x, x_adv, y)["main"].backward()
+    second.step()
+    for k, v in student.state_dict().items():
+        torch.testing.assert_close(two.state_dict()[k], v, rtol=1e-5, atol=1e-6, msg=k)
+
+    # a separate optimiser for the disentangler terms, with its own momentum, at the main lr
+    dis = method.disentangler_optimizer
+    assert dis is not None and dis is not main_opt
+    assert dis.param_groups[0]["lr"] == main_opt.param_groups[0]["lr"] == 0.05
+    p = two.intrinsic.weight  # D1 is stepped by both optimisers, each with its own momentum buffer
+    assert "momentum_buffer" in dis.state[p] and "momentum_buffer" in main_opt.state[p]
+    assert "momentum_buffer" not in main_opt.state[two.confused.weight]  # D2: only the disentangler optimiser
+    assert not torch.equal(dis.state[p]["momentum_buffer"], main_opt.state[p]["momentum_buffer"])
+    assert summed is not None and one_step("summed")[1].disentangler_optimizer is None
+
+
+def test_two_step_needs_the_optimiser_built_from_its_param_groups():
+    student, method = student_and_method(0)
+    method = AFD(AttackSettings(steps=1), update="two_step")
+    method.start(create("smallcnn", 10, 1))
+    with pytest.raises(FeatgapError, match="param_groups"):
+        method.loss(method.start(create("smallcnn", 10, 1)), torch.rand(4, 1, 28, 28), torch.arange(4), eps=0.1)
+
+
+@pytest.mark.parametrize("update", ["summed", "two_step"])
+def test_both_updates_train_on_a_tiny_batch(update):
+    """Thirty steps on 32 fixed images of ten noisy class patterns at a small ε (γ = 1, so the
+    untrained teacher does not dominate): both schedules learn the batch and nothing diverges."""
+    torch.manual_seed(0)
+    method = AFD(AttackSettings(steps=2), gamma=1.0, update=update)
+    student = method.start(create("smallcnn", 10, 1))
+    opt = torch.optim.SGD(method.param_groups(student), lr=0.05, momentum=0.9)
+    y = torch.arange(32) % 10
+    x = 0.8 * torch.rand(10, 1, 28, 28)[y] + 0.2 * torch.rand(32, 1, 28, 28)
+    student.train()
+    for _ in range(30):
+        loss, metrics = method.loss(student, x, y, eps=0.02)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        assert torch.isfinite(loss)
+    student.eval()
+    with torch.no_grad():
+        logits = student(x)
+    assert F.cross_entropy(logits, y).item() < 0.5 and (logits.argmax(1) == y).float().mean().item() > 0.9
+    assert (method.disentangler_optimizer is not None) == (update == "two_step")
+
+
+def test_two_step_follows_the_lr_the_trainer_schedules():
+    """The Trainer rewrites ``group["lr"]`` of its optimiser every step; the disentangler optimiser follows."""
+    student, method, main_opt, _ = one_step("two_step")
+    for group in main_opt.param_groups:  # what Trainer.fit does before each batch
+        group["lr"] = 0.0125
+    student.train()
+    method.loss(student, torch.rand(8, 1, 28, 28), torch.arange(8), eps=0.1)
+    assert method.disentangler_optimizer.param_groups[0]["lr"] == 0.0125
+    assert method.main_group is main_opt.param_groups[0]  # the optimiser keeps the group it was given

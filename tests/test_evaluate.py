@@ -11,7 +11,7 @@ from torch import nn
 from featgap import data
 from featgap.evaluate import (AA_ATTACKS, AA_CHECKS, BASE_CHECKS, CHECK_AA, CHECK_AA_OWN, CHECK_CLEAN, CHECK_EPS,
                               CHECK_GAP, CHECK_RESTARTS, CHECK_SQUARE, CHECK_STEPS, CHECK_ZERO, MARGIN_CHECK, EvalResult,
-                              evaluate)
+                              evaluate, strongest_examples)
 from featgap.models import create
 
 N = 60
@@ -386,8 +386,16 @@ def test_check_6_flags_a_saturated_softmax(models, results, test_set):
 @pytest.mark.slow
 def test_with_autoattack(models, test_set):
     n = 30
-    r = evaluate(models["trained"], test_set, eps=AA_EPS, n=n, pgd_steps=10, autoattack=True, seed=0)
+    r = evaluate(models["trained"], test_set, eps=AA_EPS, n=n, pgd_steps=10, autoattack=True, seed=0,
+                 keep_examples=True)
     assert r.n == n
+    # the strongest example per image: inside the ball, and it fools the model wherever any attack did
+    x, y = test_set.stratified_subset(n, 0).tensors()
+    assert r.examples.shape == x.shape and "examples" not in r.as_dict()
+    assert (r.examples - x).abs().max() <= AA_EPS + 1e-6
+    with torch.no_grad():
+        fooled = models["trained"](r.examples).argmax(1) != y
+    assert 100.0 * (n - int(fooled.sum())) / n <= min(r.pgd_ce, r.pgd_margin, r.autoattack)
     for acc in (r.clean, r.pgd, r.autoattack, r.robust, *r.autoattack_by_attack.values()):
         assert is_multiple_of(acc, n), acc
     assert r.autoattack <= r.clean
@@ -424,3 +432,40 @@ def test_checks_7_to_10_flag_a_stateful_defence_and_shattered_gradients(models, 
     own = r.checks[-1]
     assert own.name == CHECK_AA_OWN and "zero gradient" in own.detail
     assert len(own.detail.split(" | ")) == len(set(own.detail.split(" | ")))  # each warning once
+
+
+def test_strongest_examples_follows_the_rule_by_hand():
+    """Misclassified beats correct; among misclassified (or among correct) the higher cross-entropy wins."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3)).eval()
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    candidates = [torch.rand(8, 1, 2, 2) for _ in range(3)]
+    picked = strongest_examples(model, y, candidates, batch_size=3)
+    with torch.no_grad():
+        for i in range(8):
+            best, best_key = None, None
+            for k, c in enumerate(candidates):
+                logits = model(c[i:i + 1])
+                key = (bool(logits.argmax(1).item() != y[i].item()), F.cross_entropy(logits, y[i:i + 1]).item())
+                if best_key is None or key > best_key:
+                    best, best_key = k, key
+            assert torch.equal(picked[i], candidates[best][i]), i
+    assert torch.equal(strongest_examples(model, y, candidates[:1]), candidates[0])
+    from featgap.errors import FeatgapError
+
+    with pytest.raises(FeatgapError, match="at least one candidate"):
+        strongest_examples(model, y, [])
+
+
+def test_keep_examples_without_autoattack_picks_from_the_two_pgds(models, test_set):
+    n = 20
+    r = evaluate(models["trained"], test_set, eps=EPS, n=n, pgd_steps=5, autoattack=False, sanity_checks=False,
+                 seed=0, keep_examples=True)
+    x, y = test_set.stratified_subset(n, 0).tensors()
+    assert r.examples.shape == x.shape and (r.examples - x).abs().max() <= EPS + 1e-6
+    with torch.no_grad():
+        correct = int((models["trained"](r.examples).argmax(1) == y).sum())
+    # fooled by either PGD ⇔ its strongest example fools it (r.pgd also counts the clean image)
+    assert r.pgd <= 100.0 * correct / n <= min(r.pgd_ce, r.pgd_margin)
+    assert "examples" not in r.as_dict() and evaluate(models["trained"], test_set, eps=EPS, n=n, pgd_steps=5,
+                                                      autoattack=False, sanity_checks=False).examples is None

@@ -102,7 +102,8 @@ def test_bad_flag_values_are_usage_errors(capsys):
 
 # ---------------------------------------------------------------- declarations → defaults, checks
 def test_defaults_and_choices_derive_from_the_declaration():
-    assert TRADES.defaults == {"beta": 6.0} and AFD.defaults == {"alpha": 0.05, "beta": 0.25, "gamma": 25.0}
+    assert TRADES.defaults == {"beta": 6.0} and AFD.defaults == {"alpha": 0.05, "beta": 0.25, "gamma": 25.0,
+                                                           "update": "summed"}
     assert AFA.defaults == {"temperature": 0.1, "anchors": "all", "attack_objective": "supcon", "proj_dim": 128,
                             "online_probe": True, "probe_lr_scale": 0.1}
     assert AFATrades.defaults == {"lam": 1.0, "temperature": 0.1, "anchors": "all", "attack_objective": "supcon",

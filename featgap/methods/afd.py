@@ -20,15 +20,21 @@ One training step on a batch ``(x, y)``, with ``x'`` = PGD on the deployed logit
 4. ``L_main = CE(logits1, y) + γ · (1 − mean cos(f1, t))`` classifies and keeps ``f1`` aligned
    with the frozen natural teacher's feature ``t`` of the *clean* input.
 
-The reference code routes these gradients with three optimisers and three backward passes;
-featgap gets the same routing from **one summed loss** and one optimiser, because the two
-stop-gradients decide who learns from what:
+The reference code routes these gradients with several optimisers and backward passes;
+featgap's default (option ``update="summed"``) gets the same routing from **one summed loss**
+and one optimiser, because the two stop-gradients decide who learns from what:
 
 * D2 receives only ∂L_conf (its input is detached, and ``L_elim`` sees ``f2`` detached);
 * the backbone and D1 receive ∂L_elim + ∂L_main (the confused branch cannot reach them);
 * the head receives ∂L_conf + ∂L_main.
 
-``tests/test_afd.py`` checks this routing term by term. At deployment D2 is dropped and D1 is
+The same routing is not the same *update*: the reference code takes **two optimiser steps per
+batch**, first ``L_conf + L_elim`` on an optimiser of their own, then ``L_main`` on the main
+optimiser, computed with the weights the first step left. ``update="two_step"`` does that
+(:meth:`AFD.loss`): the second step sees D1, D2, the head and the backbone already moved by the
+disentangler terms, and the two optimisers keep separate momentum buffers.
+
+``tests/test_afd.py`` checks the routing term by term, and that the two schedules differ. At deployment D2 is dropped and D1 is
 folded into the head, ``W' = W·D1``: :func:`fold_disentangler` returns a plain model of the
 original architecture whose logits equal the student's.
 """
@@ -126,20 +132,33 @@ class AFD(Method):
         alpha (float): weight of the confused branch's loss (default 0.05).
         beta (float): weight of the intrinsic/confused cosine, the elimination loss (default 0.25).
         gamma (float): weight of the alignment with the natural teacher (default 25.0).
+        update (str): ``summed`` (default: one optimiser step on L_conf + L_elim + L_main) or
+            ``two_step`` (the reference code's: a step on L_conf + L_elim with a separate
+            optimiser, then the main optimiser's step on L_main at the updated weights).
 
-    The defaults are the paper's CIFAR-10 weights (presets: ``featgap/presets.py``).
+    The weights' defaults are the paper's CIFAR-10 values (presets: ``featgap/presets.py``).
     """
 
     name = "afd"
     needs_init = True
     options = (Option("alpha", float, 0.05, "AFD α, weight of the confused branch's loss"),
                Option("beta", float, 0.25, "AFD β, weight of the intrinsic/confused cosine (elimination) loss"),
-               Option("gamma", float, 25.0, "AFD γ, weight of the alignment with the natural teacher"))
+               Option("gamma", float, 25.0, "AFD γ, weight of the alignment with the natural teacher"),
+               Option("update", str, "summed", "AFD update per batch: summed (one step on the summed loss) or "
+                      "two_step (the reference code's: L_conf + L_elim on their own optimiser, then L_main)",
+                      choices=("summed", "two_step")))
 
     def __init__(self, attack: AttackSettings, **options: object) -> None:
         super().__init__(attack, **options)
         self.alpha, self.beta, self.gamma = (float(self.values[k]) for k in ("alpha", "beta", "gamma"))
+        self.update = str(self.values["update"])
         self.teacher: nn.Module | None = None
+        self.main_group: dict | None = None
+        """The parameter group the main optimiser was built from (:meth:`param_groups`); the
+        optimiser fills in its lr, momentum, weight decay, and the Trainer rewrites its ``lr``
+        every step, so ``two_step`` reads the scheduled values here."""
+        self.disentangler_optimizer: torch.optim.SGD | None = None
+        """``two_step`` only: the separate optimiser of L_conf + L_elim (made on the first batch)."""
 
     def start(self, model: nn.Module) -> AFDStudent:
         """Freeze a copy of the natural model as the teacher; return the student to train."""
@@ -165,15 +184,57 @@ class AFD(Method):
             1.0 - F.cosine_similarity(c["f1"].float(), t.float(), dim=1).mean())
         return {"conf": conf, "elim": elim, "main": main, "y_conf": y_conf, **c}
 
+    def param_groups(self, model: nn.Module) -> list[dict]:
+        """One group of every trainable student parameter, kept as :attr:`main_group` for ``two_step``."""
+        self.main_group = {"params": [p for p in model.parameters() if p.requires_grad]}
+        return [self.main_group]
+
+    def _disentangler_step(self, loss: torch.Tensor) -> None:
+        """``two_step``'s first step: SGD on ``L_conf + L_elim`` with an optimiser of its own.
+
+        It holds the same parameters as the main optimiser (the two terms reach D2 and the head,
+        D1 and the backbone) and mirrors its scheduled lr, momentum, weight decay and Nesterov
+        flag at every step, but keeps its own momentum buffers, as the reference code's separate
+        optimiser does. Those buffers are not in the run's checkpoint: a resumed ``two_step``
+        run restarts them at zero.
+        """
+        group = self.main_group
+        if group is None or "lr" not in group:
+            raise FeatgapError("AFD update=two_step needs the main optimiser built from AFD.param_groups(student) "
+                               "(the Trainer does this)")
+        if self.disentangler_optimizer is None:
+            self.disentangler_optimizer = torch.optim.SGD(
+                group["params"], lr=group["lr"], momentum=group.get("momentum", 0.0),
+                weight_decay=group.get("weight_decay", 0.0), nesterov=group.get("nesterov", False))
+        opt = self.disentangler_optimizer
+        for g in opt.param_groups:
+            g["lr"] = group["lr"]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)  # the main step starts from no gradient
+
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float
              ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """``summed``: return L_conf + L_elim + L_main for the Trainer's one step.
+
+        ``two_step``: take the disentangler step on L_conf + L_elim here, then run the student
+        again on the same ``x'`` (weights moved; BN statistics see the batch twice) and return
+        L_main for the Trainer's step. The metrics are those of the first forward pass, with
+        ``l_main`` from the second.
+        """
         a = self.attack
         x_adv = pgd(model, x, y, eps=eps, steps=a.steps, step_size=a.step_size, norm=a.norm)
         t = self.terms(model, x, x_adv, y)
         metrics = {"adv_acc": accuracy(t["logits1"], y), "l_conf": t["conf"].detach(),
                    "l_elim": t["elim"].detach(), "l_main": t["main"].detach(),
                    "conf_hit": (t["logits2"].argmax(1) == t["y_conf"]).float().mean().detach()}
-        return t["conf"] + t["elim"] + t["main"], metrics
+        if self.update == "summed":
+            return t["conf"] + t["elim"] + t["main"], metrics
+        self._disentangler_step(t["conf"] + t["elim"])
+        main = self.terms(model, x, x_adv, y)["main"]
+        metrics["l_main"] = main.detach()
+        return main, metrics
 
 
 def load_student(run_dir: str, device: torch.device | str = "cpu") -> AFDStudent:
