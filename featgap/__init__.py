@@ -12,8 +12,9 @@ those inside functions)::
     tier 5  probes  |  methods               measurements on any nn.Module | one loss per method
     tier 6  train · evaluate · presets       the one Trainer | clean / PGD / AutoAttack | recipes
     tier 7  plots                            DataFrame / run -> plotly Figure, pure functions
-    tier 8  widgets                          ipywidgets controls wired to probes and plots
-    tier 9  demo                             the main job
+    tier 8  widgets  |  report               ipywidgets controls wired to probes and plots |
+                                             one standalone HTML page per experiment
+    tier 9  demo  |  exercises               the main job | the tutorials' exercise checks and shared runs
     tier 10 cli                              the ``featgap`` command
 
 Run directories sit below methods and probes: they are a storage format (plain models in

@@ -25,8 +25,8 @@ TIERS: dict[str, int] = {
     "probes": 5, "methods": 5,
     "train": 6, "evaluate": 6, "presets": 6,
     "plots": 7,
-    "widgets": 8,
-    "demo": 9,
+    "widgets": 8, "report": 8,
+    "demo": 9, "exercises": 9,
     "cli": 10,
     "__main__": 11,
 }

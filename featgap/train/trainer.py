@@ -258,5 +258,22 @@ class Trainer:
                 "epochs": cfg.epochs, "exported": "ema" if ema is not None else "raw", "device": str(dev),
                 "train_seconds_this_session": time.perf_counter() - started,
                 "last_epoch": getattr(self, "last_record", None)})
+        print(finished_line(cfg.method, cfg.epochs, time.perf_counter() - started, getattr(self, "last_record", None),
+                            self.out), flush=True)  # a record that stays when the progress bars are gone
         return final.eval()
+
+
+def finished_line(method: str, epochs: int, seconds: float, record: dict | None, out: Path | None) -> str:
+    """The one line ``fit`` prints when a run finishes: what, how long, the last monitor numbers, where.
+
+    >>> finished_line("pgd_at", 6, 31.4, {"monitor_clean_acc": 95.0, "monitor_pgd_acc": 70.0, "gap_l2": 3.5}, Path("r"))
+    'pgd_at finished 6 epochs in 31 s: monitor clean 95.0%, PGD 70.0%, gap L2 3.500 → r'
+    """
+    record = record or {}
+    parts = [f"{label} {record[key]:.1f}%" for key, label in (("monitor_clean_acc", "monitor clean"),
+                                                                    ("monitor_pgd_acc", "PGD")) if key in record]
+    if "gap_l2" in record:
+        parts.append(f"gap L2 {record['gap_l2']:.3f}")
+    numbers = ": " + ", ".join(parts) if parts else ""
+    return f"{method} finished {epochs} epochs in {seconds:.0f} s{numbers} → {out if out is not None else '(not saved)'}"
 
