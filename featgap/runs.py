@@ -37,11 +37,9 @@ Kept epochs are read with ``load(run_dir, epoch=K)``; :func:`checkpoint_epochs` 
 from __future__ import annotations
 
 import json
-import os
 import platform
 import re
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +49,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from featgap.errors import FeatgapError
+from featgap.cache import atomic_write
 
 CONFIG, METRICS, SUMMARY = "config.json", "metrics.jsonl", "summary.json"
 FINAL, LAST, STATE = "checkpoints/model.safetensors", "checkpoints/last.safetensors", "checkpoints/state.json"
@@ -73,40 +72,27 @@ def checkpoint_epochs(run_dir: str | Path) -> list[int]:
     return sorted(int(m.group(1)) for m in found if m)
 
 
-# ---------------------------------------------------------------- atomic writes
-def _atomic(path: Path, write: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_json(path: Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
-    _atomic(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str) + "\n"))
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(json.dumps(obj, indent=2, default=str) + "\n"))
 
 
 def write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path``, atomically (a reader never sees half a file)."""
-    _atomic(Path(path), lambda tmp: Path(tmp).write_text(text))
+    atomic_write(Path(path), lambda tmp: Path(tmp).write_text(text))
 
 
 def write_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
     """Save tensors with safetensors, atomically (contiguous CPU copies)."""
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    _atomic(Path(path), lambda tmp: save_file(cpu, tmp))
+    atomic_write(Path(path), lambda tmp: save_file(cpu, tmp))
 
 
 def append_jsonl(path: Path, obj: dict) -> None:
     """Append one line; the whole file is rewritten atomically so a crash never cuts a line."""
     path = Path(path)
     old = path.read_text() if path.exists() else ""
-    _atomic(path, lambda tmp: Path(tmp).write_text(old + json.dumps(obj, default=str) + "\n"))
+    atomic_write(path, lambda tmp: Path(tmp).write_text(old + json.dumps(obj, default=str) + "\n"))
 
 
 def read_tensors(path: Path) -> dict[str, torch.Tensor]:
