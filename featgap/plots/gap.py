@@ -217,6 +217,16 @@ def gap_distribution(table: pd.DataFrame, metric: str = "l2", layer: str | None 
 
 # ----------------------------------------------------------------------------- against ε
 
+def _add_mean_with_band(fig: go.Figure, eps: np.ndarray, mean: np.ndarray, lo: np.ndarray, hi: np.ndarray, *,
+                        color: str, name: str, metric: str) -> None:
+    """One curve of a gap-vs-ε figure: the mean as a line with markers over its shaded 95 % CI band."""
+    fig.add_trace(go.Scatter(x=np.concatenate([eps, eps[::-1]]), y=np.concatenate([lo, hi[::-1]]), fill="toself",
+                             fillcolor=color, opacity=0.2, line=dict(width=0), hoverinfo="skip",
+                             legendgroup=name, showlegend=False, name=f"{name} 95% CI"))
+    fig.add_trace(go.Scatter(x=eps, y=mean, mode="lines+markers", line_color=color, name=name, legendgroup=name,
+                             hovertemplate=f"ε %{{x:.4g}}<br>mean {metric} %{{y:.4g}}<extra>{name}</extra>"))
+
+
 def gap_vs_eps(table_or_summary: pd.DataFrame, metric: str = "l2", *, layers: Sequence[str] | None = None,
                n_boot: int = 1000, title: str | None = None) -> go.Figure:
     """The mean feature gap against the attack radius ε, one line per layer, with its 95 % interval as a band.
@@ -258,13 +268,8 @@ def gap_vs_eps(table_or_summary: pd.DataFrame, metric: str = "l2", *, layers: Se
         rows = summary[summary["layer"] == layer].sort_values("eps")
         eps = rows["eps"].to_numpy(dtype=float)
         mean, lo, hi = (rows[c].to_numpy(dtype=float) for c in cols)
-        color = LAYER_COLORS[i % len(LAYER_COLORS)]
-        fig.add_trace(go.Scatter(x=np.concatenate([eps, eps[::-1]]), y=np.concatenate([lo, hi[::-1]]), fill="toself",
-                                 fillcolor=color, opacity=0.2, line=dict(width=0), hoverinfo="skip",
-                                 legendgroup=str(layer), showlegend=False, name=f"{layer} 95% CI"))
-        fig.add_trace(go.Scatter(x=eps, y=mean, mode="lines+markers", line_color=color, name=str(layer),
-                                 legendgroup=str(layer),
-                                 hovertemplate=f"ε %{{x:.4g}}<br>mean {metric} %{{y:.4g}}<extra>{layer}</extra>"))
+        _add_mean_with_band(fig, eps, mean, lo, hi, color=LAYER_COLORS[i % len(LAYER_COLORS)], name=str(layer),
+                            metric=metric)
     fig.update_layout(title=title or f"Feature gap vs ε: mean {metric} with 95% CI", xaxis_title="ε (pixel units)",
                       yaxis_title=METRIC_LABELS[metric], legend_title="layer", template="plotly_white")
     return fig
@@ -402,13 +407,7 @@ def gap_vs_eps_runs(summaries: Mapping[str, pd.DataFrame], metric: str = "l2", *
         rows = summary.sort_values("eps")
         eps = rows["eps"].to_numpy(dtype=float)
         mean, lo, hi = (rows[c].to_numpy(dtype=float) for c in cols)
-        color = _run_color(colors, run, i)
-        fig.add_trace(go.Scatter(x=np.concatenate([eps, eps[::-1]]), y=np.concatenate([lo, hi[::-1]]), fill="toself",
-                                 fillcolor=color, opacity=0.2, line=dict(width=0), hoverinfo="skip",
-                                 legendgroup=str(run), showlegend=False, name=f"{run} 95% CI"))
-        fig.add_trace(go.Scatter(x=eps, y=mean, mode="lines+markers", line_color=color, name=str(run),
-                                 legendgroup=str(run),
-                                 hovertemplate=f"ε %{{x:.4g}}<br>mean {metric} %{{y:.4g}}<extra>{run}</extra>"))
+        _add_mean_with_band(fig, eps, mean, lo, hi, color=_run_color(colors, run, i), name=str(run), metric=metric)
     where = ", ".join(dict.fromkeys(map(str, layers)))
     fig.update_layout(title=title or f"Feature gap vs ε at {where}: mean {metric} with 95% CI",
                       xaxis_title="ε (pixel units)", yaxis_title=METRIC_LABELS[metric], legend_title="run",
