@@ -304,7 +304,10 @@ def gap_vs_robust(df: pd.DataFrame, metric: str = "l2", colors: Mapping[str, str
     colors = dict(colors) if colors is not None else run_colors(list(df["run"]))
     y, lo, hi, source = _robust_y(df)
     x = df[f"gap_{metric}"].to_numpy(dtype=float)
-    custom = np.array([[m, c, s] for m, c, s in zip(df["method"], df["clean"], source)], dtype=object).reshape(len(df), 3)
+    # customdata travels as JSON (not as a binary array): a missing clean accuracy is null, never NaN,
+    # which JSON cannot carry (a FigureWidget would log "Out of range float values" for it).
+    clean = [float(c) if np.isfinite(c) else None for c in df["clean"].to_numpy(dtype=float)]
+    custom = np.array([[m, c, s] for m, c, s in zip(df["method"], clean, source)], dtype=object).reshape(len(df), 3)
     trace = go.Scatter(
         x=x, y=y, text=list(df["run"]), mode="markers+text", textposition="top center", name="runs",
         marker=dict(size=12, color=[colors.get(r, GREY) for r in df["run"]], line=dict(width=1, color="white")),
