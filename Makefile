@@ -31,7 +31,7 @@ lab: $(STAMP)
 	$(BIN)/jupyter lab --ip 127.0.0.1 --notebook-dir notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 screenshots: $(STAMP)
-	FEATGAP_PROGRESS=0 $(BIN)/python tests/jupyter_browser.py --out docs/images $(if $(wildcard runs/demo/afd/eval.json),--runs runs/demo)
+	FEATGAP_PROGRESS=0 $(BIN)/python tests/jupyter_browser.py --out docs/images $(if $(wildcard runs/demo/afd/eval*.json),--runs runs/demo)
 
 clean:
 	rm -rf runs/demo .pytest_cache

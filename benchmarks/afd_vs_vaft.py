@@ -135,7 +135,7 @@ def features_fn(variant: str, run: Path, model: torch.nn.Module):  # noqa: ANN20
 def measure(variant: str, run: Path, test: data.ImageSet, n: int) -> dict | None:
     """evaluate() plus the feature gaps on z and f1 and the logits' local Lipschitz constant, cached in the run
     (``None`` under ``--finished-only`` when the run has no evaluation yet)."""
-    path = run / f"eval-n{n}{'' if AUTOATTACK else '-no-autoattack'}.json"
+    path = runs.eval_path(run, n=min(n, len(test)), autoattack=AUTOATTACK)  # featgap eval's naming
     if path.exists():
         return runs.read_json(path)
     if FINISHED_ONLY:

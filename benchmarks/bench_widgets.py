@@ -54,9 +54,9 @@ def train_runs(root: Path) -> dict[str, Path]:
     for name, cfg in configs.items():
         if runs.read_summary(root / name) is None:
             Trainer(cfg, out=root / name).fit()
-        if not (root / name / "eval.json").exists():
+        if runs.find_eval(root / name) is None:
             result = evaluate(runs.load(root / name), test, n=100, autoattack=False, pgd_steps=10)
-            runs.write_json(root / name / "eval.json", result.as_dict())
+            runs.write_eval(root / name, result.as_dict())
         out[name] = root / name
     return out
 

@@ -5,7 +5,7 @@ higher one or a sibling on its own tier (``tests/test_layers.py`` checks every i
 those inside functions)::
 
     tier 0  errors · progress · cache        one-line errors, progress bars, the disk cache
-    tier 1  data                             datasets as uint8 tensors, batch loading
+    tier 1  data  |  threads  |  jobs        datasets as uint8 tensors, batch loading | CPU thread count | worker processes
     tier 2  models                           features(x) -> z, head(z) -> logits
     tier 3  attacks                          PGD / FGSM with pluggable objectives
     tier 4  runs                             run directories: config.json, metrics, safetensors
@@ -41,8 +41,8 @@ from featgap.errors import FeatgapError
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("attacks", "cache", "data", "evaluate", "methods", "models", "presets", "probes", "progress", "runs",
-               "train")
+_SUBMODULES = ("attacks", "cache", "data", "evaluate", "jobs", "methods", "models", "presets", "probes", "progress", "runs",
+               "threads", "train")
 
 __all__ = ["FeatgapError", "__version__", *_SUBMODULES]
 

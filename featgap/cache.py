@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import tempfile
 import warnings
 from collections.abc import Callable, Iterable, Mapping
@@ -98,22 +99,97 @@ def content_hash(header: Mapping[str, Any], arrays: Iterable[Any] = ()) -> str:
 
 
 # ---------------------------------------------------------------- atomic writes
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+TMP_SUFFIX = ".tmp"
+"""Temporary files of :func:`atomic_write` are ``.<name>.<random>.tmp`` next to their target; one left
+behind by a killed process is never read, and a run's owner may delete it (:func:`remove_temporaries`)."""
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None], *, durable: bool = False) -> None:
     """Create ``path`` atomically: ``write(tmp)`` fills a temporary file next to it, then ``os.replace``.
 
     The folder is created if needed. If ``write`` fails the temporary file is removed and the
-    error propagates; an existing ``path`` is left as it was.
+    error propagates; an existing ``path`` is left as it was. A process killed at any moment
+    (even SIGKILL) leaves either the old ``path`` or the new one, never half a file.
+
+    ``durable=True`` also flushes the temporary file to the disk (``fsync``) before the rename,
+    and the folder after it, so that the new file survives a power cut too (run directories use
+    it; the cache does not need it).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     os.close(fd)
     try:
         write(tmp)
+        if durable:
+            _fsync(tmp)
+        crash_point(f"write:{path.name}")
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if durable:
+        _fsync(path.parent, folder=True)
+
+
+def _fsync(path: str | Path, folder: bool = False) -> None:
+    """Flush a file (or a folder's entries) to the disk; a folder that cannot be opened is skipped."""
+    try:
+        fd = os.open(path, os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if folder else 0))
+    except OSError:
+        if folder:
+            return  # e.g. Windows cannot open a folder
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not folder:
+            raise
+    finally:
+        os.close(fd)
+
+
+def remove_temporaries(folder: str | Path) -> list[Path]:
+    """Delete the temporary files :func:`atomic_write` left in ``folder`` (not below it) when a process
+    was killed mid-write; returns them. Call it only where no other process is writing (a run
+    directory whose lock you hold)."""
+    gone = []
+    folder = Path(folder)
+    if folder.is_dir():
+        for tmp in folder.glob(f".*{TMP_SUFFIX}"):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                gone.append(tmp)
+    return gone
+
+
+# ---------------------------------------------------------------- crash testing (tests only)
+KILL_ENV = "FEATGAP_TEST_KILL_AT"
+"""**For tests only.** ``FEATGAP_TEST_KILL_AT=POINT:N`` makes the process kill itself with SIGKILL
+the ``N``-th time it reaches ``POINT`` (:func:`crash_point`), so that a test can crash
+``featgap train`` at an exact moment and check that rerunning it recovers. Points: ``write:NAME``
+(inside :func:`atomic_write` of a file called NAME, after its temporary file is written and
+before the rename), and the trainer's ``config`` (right after config.json), ``step`` (after a
+training step), ``callback`` (after a per-epoch monitoring callback) and ``metrics`` (after an
+epoch's line in metrics.jsonl, before its checkpoint). ``tests/test_crash_safety.py`` uses them.
+Unset (always, outside tests), it costs one dictionary look-up."""
+_kill_counts: dict[str, int] = {}
+
+
+def crash_point(name: str) -> None:
+    """SIGKILL this process at the ``N``-th visit of point ``name`` when ``$FEATGAP_TEST_KILL_AT`` is ``name:N``.
+
+    A test-only hook (see :data:`KILL_ENV`); without the variable it does nothing.
+    """
+    spec = os.environ.get(KILL_ENV)
+    if not spec:
+        return
+    point, _, count = spec.rpartition(":")
+    if point != name:
+        return
+    _kill_counts[name] = _kill_counts.get(name, 0) + 1
+    if str(_kill_counts[name]) == count.strip():
+        os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
 
 
 def write_bytes(path: str | Path, data: bytes) -> None:

@@ -36,7 +36,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a usage error is one line (plus the exit code 2 argparse already uses)."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+        self.exit(2, f"featgap: error: {message} (see {self.prog} --help)\n")
 
 
 def _config_default(name: str) -> object:
@@ -76,6 +76,16 @@ def _common(p: argparse.ArgumentParser, *, training: bool, several_eps: bool = F
         add("--batch-size", None, "images per batch", type=int)
     else:
         g.add_argument("--batch-size", type=int, default=None, help=f"images per batch (default {batch_size})")
+    _add_threads(g)
+
+
+THREADS_HELP = ("CPU threads for torch: a number, or auto = the cores this process may use minus those busy "
+                "with other work now (default: $FEATGAP_THREADS, else $OMP_NUM_THREADS if set, else auto; "
+                "recorded in a run's config.json)")
+
+
+def _add_threads(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    p.add_argument("--threads", default=None, metavar="N|auto", help=THREADS_HELP)
 
 
 PROBE_METRICS_HELP = """\
@@ -156,6 +166,10 @@ def _add_train(t: argparse.ArgumentParser) -> None:
     t.add_argument("--keep-checkpoints", type=int, default=None, metavar="EVERY",
                    help="every EVERY epochs keep that epoch's model as checkpoints/epoch_K.safetensors, e.g. for "
                    f"the TrainingScrubber (runs.load(run, epoch=K); default {d('keep_checkpoints')}: none)")
+    t.add_argument("--detect-anomaly", action="store_true", default=None,
+                   help="debugging: train under torch.autograd.detect_anomaly, so a NaN fails at the operation that "
+                   "made it, with its traceback (several times slower; a rerun with it resumes the same run; "
+                   "default: off)")
     g = t.add_argument_group("method options", "Generated from each method's declared options "
                              "(featgap/methods/). A flag applies only to the methods it names; "
                              "left out, the option is the preset's, else the method's default.")
@@ -174,7 +188,8 @@ def _add_train(t: argparse.ArgumentParser) -> None:
 
 def _add_eval(e: argparse.ArgumentParser) -> None:
     e.description = ("Evaluate a run on its dataset's test split (the protocol of docs/evaluation.md: clean, PGD, "
-                     "AutoAttack, sanity checks); writes RUN_DIR/eval.json.")
+                     "AutoAttack, sanity checks); keeps every evaluation in its own file named by its settings, "
+                     "e.g. RUN_DIR/eval-n150.json, and prints which file it wrote.")
     e.add_argument("run_dir", help="a run directory written by featgap train")
     _common(e, training=False, batch_size=250,
             eps_help="attack radius in pixel units (default: the run's training ε when --norm is the run's norm, "
@@ -185,7 +200,12 @@ def _add_eval(e: argparse.ArgumentParser) -> None:
     e.add_argument("--pgd-step-size", type=float, default=None, metavar="ALPHA",
                    help="PGD step size in pixel units, e.g. 0.003 as in the AFD paper (default: 2.5·ε/steps)")
     e.add_argument("--no-autoattack", action="store_true",
-                   help="skip AutoAttack, much faster (default: AutoAttack runs)")
+                   help="the quick path: skip AutoAttack (most of an evaluation's time: e.g. ~1 min per robust "
+                        "smallcnn on 2 CPU cores, printed as an estimate before it starts); PGD accuracy is then "
+                        "only an upper bound on robust accuracy (default: AutoAttack runs)")
+    e.add_argument("--aa-version", choices=("standard", "rand"), default="standard",
+                   help="AutoAttack's version: standard, or rand (APGD-CE and APGD-DLR with 20-sample EOT) for a "
+                        "model that is random at inference (default standard)")
 
 
 def _add_probe(p: argparse.ArgumentParser) -> None:
@@ -229,6 +249,7 @@ def _add_demo(m: argparse.ArgumentParser) -> None:
                    "AutoAttack's time grows with it)")
     m.add_argument("--device", default="auto", help="auto (cuda > mps > cpu), cpu, cuda, cuda:N, mps (default auto)")
     m.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    _add_threads(m)
     m.add_argument("--fresh", action="store_true",
                    help="retrain even if finished demo runs exist (default: off, finished runs are reused)")
 
@@ -247,7 +268,7 @@ def _add_report(r: argparse.ArgumentParser) -> None:
     r.add_argument("-o", "--out", default="report.html",
                    help="the HTML file to write; its folder must exist (default report.html)")
     r.add_argument("--compute", action="store_true",
-                   help="measure what the runs lack on --n test images: featgap eval for runs without eval.json "
+                   help="measure what the runs lack on --n test images: featgap eval for runs without an evaluation "
                         "(writes it), then the probes (default: off, the page says what was not measured)")
     r.add_argument("--n", type=int, default=REPORT_N,
                    help=f"stratified test images probed per run with --compute (default {REPORT_N})")
@@ -331,6 +352,7 @@ _TRAIN_FIELDS = {
     "ema": "ema_decay", "init": "init", "val_fraction": "val_fraction",
     "monitor_n": "monitor_n", "probe_n": "probe_n", "probe_layers": "probe_layers",
     "extra_data": "extra_data", "extra_fraction": "extra_fraction", "keep_checkpoints": "keep_checkpoints",
+    "detect_anomaly": "detect_anomaly",
 }
 """``featgap train`` flag (argparse dest) -> the :class:`TrainConfig` field it sets."""
 
@@ -393,19 +415,19 @@ def _only_for(method: str, allowed: tuple[str, ...], flags: list[str]) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     from featgap.train import fit
+    from featgap.train.distributed import is_main_process
 
     cfg = train_config_from_args(args)
     _, trainers = fit(cfg, args.out)
     last = getattr(trainers[-1], "last_record", {})
-    print(f"finished {args.out}: " + ", ".join(f"{k} {last[k]:.4g}" for k in
-          ("train_loss", "monitor_clean_acc", "monitor_pgd_acc", "gap_l2") if k in last))
+    if is_main_process():  # under torchrun (README, "Multi-GPU / multi-node"), rank 0 alone prints
+        print(f"finished {args.out}: " + ", ".join(f"{k} {last[k]:.4g}" for k in
+              ("train_loss", "monitor_clean_acc", "monitor_pgd_acc", "gap_l2") if k in last))
 
 
 def _eval(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
     from featgap import data, runs
-    from featgap.evaluate import evaluate
+    from featgap.evaluate import autoattack_estimate, evaluate
     from featgap.train import resolve_device
 
     if args.n is not None and args.n < 1:
@@ -414,16 +436,36 @@ def _eval(args: argparse.Namespace) -> None:
         raise FeatgapError(f"--pgd-steps must be at least 1; got {args.pgd_steps}")
     if args.pgd_step_size is not None and not args.pgd_step_size > 0:
         raise FeatgapError(f"--pgd-step-size must be positive (pixel units, e.g. 0.003); got {args.pgd_step_size}")
-    config = runs.read_config(args.run_dir)["config"]
+    config = runs.read_settings(args.run_dir)
     norm, eps = eval_threat_model(config, args.norm, args.eps)
     device = resolve_device(args.device)
     model = runs.load(args.run_dir, device=device)
     test = data.load(config["dataset"], "test", args.data_root, args.download)
+    batch_size = 250 if args.batch_size is None else args.batch_size
+    if not args.no_autoattack:
+        subset = test.stratified_subset(args.n, args.seed) if args.n is not None and args.n < len(test) else test
+        x, y = subset.tensors(device)
+        seconds = autoattack_estimate(model, x, y, batch_size)
+        print(f"AutoAttack on {len(y)} images: at most ~{_duration(seconds)} on this machine (if every image stays "
+              "robust; fewer survivors, less time). --no-autoattack skips it: PGD numbers only.", flush=True)
     result = evaluate(model, test, eps=eps, norm=norm, n=args.n, pgd_steps=args.pgd_steps,
                       pgd_step_size=args.pgd_step_size, autoattack=not args.no_autoattack, seed=args.seed,
-                      batch_size=args.batch_size or 250)
-    runs.write_json(Path(args.run_dir) / "eval.json", result.as_dict())
+                      aa_version=args.aa_version,
+                      batch_size=batch_size)
+    path = runs.eval_path(args.run_dir, **runs.eval_settings(result.as_dict()))
+    replaced = path.exists()
+    runs.write_eval(args.run_dir, result.as_dict())
     print(result.report())
+    if args.no_autoattack:
+        print("AutoAttack skipped (--no-autoattack): PGD accuracy is only an upper bound on robust accuracy; "
+              "AutoAttack is typically a few points lower, far lower on a gradient-masked model.")
+    print(f"{'replaced' if replaced else 'wrote'} {path}" + (" (an evaluation with the same settings)" if replaced
+                                                              else ""))
+
+
+def _duration(seconds: float) -> str:
+    """``42 s`` or ``3.5 min``."""
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.1f} min"
 
 
 def eval_threat_model(config: dict, norm: str | None = None, eps: float | None = None) -> tuple[str, float]:
@@ -466,7 +508,7 @@ def _probe(args: argparse.Namespace) -> None:
     from featgap.probes import gap_vs_eps, to_csv
     from featgap.train import resolve_device
 
-    config = runs.read_config(args.run_dir)["config"]
+    config = runs.read_settings(args.run_dir)
     from featgap.attacks import check_eps
 
     norm, default_eps = eval_threat_model(config, args.norm, None if args.eps is None else args.eps[0])
@@ -488,7 +530,7 @@ def _probe(args: argparse.Namespace) -> None:
     subset = test.stratified_subset(args.n, args.seed) if args.n < len(test) else test
     x, y = subset.tensors()
     table = gap_vs_eps(model, x, y, eps=eps_values, layers=args.layers, pool=args.pool, steps=args.steps,
-                       norm=norm, batch_size=args.batch_size or 500, seed=args.seed)
+                       norm=norm, batch_size=500 if args.batch_size is None else args.batch_size, seed=args.seed)
     to_csv(table, out)
     print(format_probe_summary(table, n_boot=args.n_boot, seed=args.seed))
     print(f"wrote {len(table)} rows ({table['sample'].nunique()} samples × layers × eps) to {out}")
@@ -561,11 +603,45 @@ def _on_disk(name: str, root: object) -> bool:
         return False
 
 
+SEED_LIMIT = 2**32
+"""Seeds are in ``[0, 2**32)``: what numpy and torch accept."""
+_DEVICE = r"auto|cpu|mps|cuda(:\d+)?"
+
+
+def check_common(args: argparse.Namespace) -> None:
+    """One-line :class:`FeatgapError` for a bad value of a flag several sub-commands share, before any
+    sub-command imports torch or writes a file: ``--seed`` outside ``[0, 2**32)``, ``--batch-size``
+    below 1, a ``--device`` that names no device, ``--n`` below 1 (``docs/errors.md``)."""
+    import re
+
+    seed = getattr(args, "seed", None)
+    if seed is not None and not 0 <= seed < SEED_LIMIT:
+        raise FeatgapError(f"--seed must be in [0, 2**32); got {seed}")
+    batch_size = getattr(args, "batch_size", None)
+    if batch_size is not None and batch_size < 1:
+        raise FeatgapError(f"--batch-size must be at least 1; got {batch_size}")
+    device = getattr(args, "device", None)
+    if device is not None and not re.fullmatch(_DEVICE, device):
+        raise FeatgapError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps")
+    n = getattr(args, "n", None)
+    if args.command in ("eval", "probe") and n is not None and n < 1:
+        raise FeatgapError(f"--n must be at least 1; got {n}")
+
+
+THREADED = ("train", "eval", "probe", "demo")
+"""Sub-commands that run torch on the CPU: they set the thread count first (:mod:`featgap.threads`)."""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)  # the sub-command to build
     args = build_parser([command] if command in COMMANDS else []).parse_args(argv)
     try:
+        check_common(args)
+        if args.command in THREADED:
+            from featgap import threads
+
+            threads.apply(args.threads)
         if args.command == "train":
             _train(args)
         elif args.command == "eval":

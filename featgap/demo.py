@@ -31,8 +31,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from featgap import data, report, runs
+import torch
+
+from featgap import data, report, runs, threads
 from featgap.evaluate import EvalResult, evaluate
+from featgap.jobs import Job, plan_workers, run_jobs
 from featgap.plots.results import wilson_interval
 from featgap.presets import preset
 from featgap.train import TrainConfig, fit, resolve_device, stage_dirs
@@ -77,7 +80,8 @@ DEMO_RUNS: dict[str, TrainConfig] = {
 }
 
 
-def _train_or_reuse(name: str, cfg: TrainConfig, out: Path, fresh: bool) -> None:
+def _train_or_reuse(name: str, cfg: TrainConfig, out: Path, fresh: bool) -> str:
+    """Train demo run ``name`` into ``out/name`` (unless finished there and not ``fresh``); the line to print."""
     run_dir = out / name
     if fresh:
         import shutil
@@ -85,12 +89,35 @@ def _train_or_reuse(name: str, cfg: TrainConfig, out: Path, fresh: bool) -> None
         for stage_dir in (stage_dirs(run_dir) if cfg.finetune else (run_dir,)):
             shutil.rmtree(stage_dir, ignore_errors=True)
     elif (run_dir / runs.SUMMARY).exists():
-        print(f"[{name}] reusing the finished run in {run_dir} (use --fresh to retrain)")
-        return
+        return f"[{name}] reusing the finished run in {run_dir} (use --fresh to retrain)"
     start = time.perf_counter()
     fit(cfg, out=run_dir, verbose=False)
     epochs = f"{cfg.epochs} + {cfg.finetune['epochs']}" if cfg.finetune else f"{cfg.epochs}"
-    print(f"[{name}] trained {epochs} epochs in {time.perf_counter() - start:.0f} s → {run_dir}")
+    return f"[{name}] trained {epochs} epochs in {time.perf_counter() - start:.0f} s → {run_dir}"
+
+
+def _evaluate_run(name: str, out: Path, n: int, seed: int, device: str) -> EvalResult:
+    """Evaluate demo run ``name`` on its ``n`` test digits; keep the result next to the run (eval-nN.json)."""
+    test = data.load("mnist5k", "test")
+    result = evaluate(runs.load(out / name, device=resolve_device(device)), test, n=n, seed=seed)
+    runs.write_eval(out / name, result.as_dict())  # eval-n150.json: other evaluations are kept
+    return result
+
+
+def _jobs(out: Path, n: int, device: str, seed: int, fresh: bool) -> dict[str, Job]:
+    """The demo as a job graph: train each run (vAFT and AFD after the standard run they start
+    from), evaluate each run after it is trained. Longest jobs first, so two workers finish together."""
+    configs = {}
+    for name, cfg in DEMO_RUNS.items():
+        init = str(out / "standard") if cfg.method in ("vaft", "afd") else None
+        configs[name] = TrainConfig(**{**cfg.as_dict(), "device": device, "seed": seed, "init": init})
+    jobs: dict[str, Job] = {}
+    for name in ("afa", "pgd_at", "standard", "afd", "vaft"):
+        after = ("train:standard",) if configs[name].init else ()
+        jobs[f"train:{name}"] = Job(_train_or_reuse, (name, configs[name], out, fresh), after)
+    for name in ("pgd_at", "afa", "afd", "vaft", "standard"):
+        jobs[f"evaluate:{name}"] = Job(_evaluate_run, (name, out, n, seed, device), (f"train:{name}",))
+    return jobs
 
 
 TABLE_LEGEND = ("CE-PGD: PGD-20 on cross-entropy alone. PGD-20: per image the worst of CE- and margin-PGD-20.\n"
@@ -145,15 +172,18 @@ def format_components(run_dir: Path, test: data.ImageSet, n: int, seed: int, dev
 
 
 def write_report(out: str | Path, names: tuple[str, ...] = tuple(DEMO_RUNS), n: int = DEMO_N, seed: int = 0,
-                 device: str = "auto") -> report.Report:
+                 device: str = "auto", evaluation: dict | None = None) -> report.Report:
     """The demo's HTML report, ``OUT/report.html``: :func:`featgap.report.write` on the runs ``OUT/NAME``
-    with ``compute`` on, probing the same ``n`` stratified test images the evaluation used.
+    with ``compute`` on, probing the same ``n`` stratified test images the evaluation used, and
+    showing the evaluation with those settings (``evaluation``, :func:`featgap.runs.read_eval`'s
+    keywords; default: ``n`` images, ``seed``, AutoAttack on).
 
     >>> write_report("runs/demo").path       # PosixPath('runs/demo/report.html')
     """
     out = Path(out)
+    evaluation = {"n": n, "seed": seed, "autoattack": True} if evaluation is None else evaluation
     return report.write([out / name for name in names], out / "report.html", compute=True, n=n, seed=seed,
-                        device=device)
+                        device=device, evaluation=evaluation)
 
 
 def run_demo(out: str | Path = "runs/demo", n: int = DEMO_N, device: str = "auto", seed: int = 0,
@@ -165,15 +195,16 @@ def run_demo(out: str | Path = "runs/demo", n: int = DEMO_N, device: str = "auto
         raise FeatgapError(f"--n must be at least 10; got {n}")
     out = Path(out)
     start = time.perf_counter()
-    for name, cfg in DEMO_RUNS.items():
-        init = str(out / "standard") if cfg.method in ("vaft", "afd") else None
-        _train_or_reuse(name, TrainConfig(**{**cfg.as_dict(), "device": device, "seed": seed, "init": init}), out, fresh)
+    jobs = _jobs(out, n, device, seed, fresh)
+    workers, per_worker = plan_workers(resolve_device(device).type, list(jobs), threads.cores(),
+                                       torch.get_num_threads())
+    if workers > 1:
+        print(f"training and evaluating on {workers} worker processes side by side, {per_worker} torch "
+              f"thread{'s' if per_worker > 1 else ''} each (featgap.jobs)")
+    done = run_jobs(jobs, workers=workers, threads=per_worker, desc="demo",
+                    on_done=lambda name, r: print(r, flush=True) if name.startswith("train:") else None)
+    results: dict[str, EvalResult] = {name: done[f"evaluate:{name}"] for name in DEMO_RUNS}
     test = data.load("mnist5k", "test")
-    results: dict[str, EvalResult] = {}
-    for name in DEMO_RUNS:
-        model = runs.load(out / name, device=resolve_device(device))
-        results[name] = evaluate(model, test, n=n, seed=seed)
-        runs.write_json(out / name / "eval.json", results[name].as_dict())
     print()
     print(f"mnist5k test subset: n = {results['standard'].n} (stratified, seed {seed}), "
           f"L∞ ε = {test.info.eps}, smallcnn")
@@ -187,7 +218,8 @@ def run_demo(out: str | Path = "runs/demo", n: int = DEMO_N, device: str = "auto
         print(f"sanity checks, {name}: {len(r.checks) - len(flagged)}/{len(r.checks)} passed"
               + "".join(f"\n  FLAG {c.name}: {c.detail}" for c in flagged))
     print()
-    print(write_report(out, tuple(DEMO_RUNS), n=n, seed=seed, device=device).line()
+    evaluated = {"n": results["standard"].n, "seed": seed, "autoattack": True}
+    print(write_report(out, tuple(DEMO_RUNS), n=n, seed=seed, device=device, evaluation=evaluated).line()
           + " — open it in any browser, no Python needed")
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; runs in {out}/")
     return results

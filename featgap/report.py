@@ -15,7 +15,7 @@ What the page holds, section by section (:func:`write`):
 1. **Results**: an HTML table, one row per run — clean, PGD-k (worst of CE and margin), AutoAttack,
    Avg = (clean + PGD + AA) / 3, robust (worst of every attack), the mean feature gap (L2, L∞,
    cosine) — with the run's sanity checks *in the same row*: ``8/8 passed``, or each failed
-   check with its numbers in red. A run without ``eval.json`` keeps its row: "not evaluated".
+   check with its numbers in red. A run without an evaluation keeps its row: "not evaluated".
    Under it, :func:`featgap.plots.gap_vs_robust` (does a smaller gap buy robustness?).
 2. **Training**: :func:`featgap.plots.training_curves` of every run — accuracies and the
    feature-gap trajectory from ``metrics.jsonl``.
@@ -37,8 +37,8 @@ what the run directories hold (``config.json``, ``metrics.jsonl``, ``summary.jso
 ``compute=True`` (``--compute``) each run's model is loaded and probed on a stratified test
 subset of ``n`` images (seeded): PGD-10 at ``ε·{0, ¼, ½, ¾, 1}`` for the gap tables, its
 features for the maps, ``geometry_table`` with a same-sized training subset as the reference
-for kNN and the linear probe, and the AFD student's components; a run without ``eval.json`` is
-first evaluated like ``featgap eval --n n`` (AutoAttack included) and its ``eval.json`` written.
+for kNN and the linear probe, and the AFD student's components; a run without an evaluation is
+first evaluated like ``featgap eval --n n`` (AutoAttack included) and its evaluation kept (``eval-n{n}.json``).
 Progress bars show each step. The PCA maps are cached on disk (:mod:`featgap.cache`).
 
 **Bad input** is a one-line :class:`~featgap.errors.FeatgapError` before anything is computed
@@ -163,11 +163,13 @@ def _display_names(paths: Sequence[Path]) -> list[str]:
     return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
 
 
-def read_runs(run_dirs: Sequence[str | Path]) -> list[RunData]:
+def read_runs(run_dirs: Sequence[str | Path], evaluation: dict | None = None) -> list[RunData]:
     """The runs of a report, checked: each must be a finished run directory (one-line errors otherwise).
 
-    A run without ``eval.json`` is accepted (its row says "not evaluated"); a ``probe.csv`` written
-    by ``featgap probe`` is read as the run's gap table.
+    Each run's evaluation is the one :func:`featgap.runs.read_eval` picks with the settings
+    ``evaluation`` (e.g. ``{"n": 150, "autoattack": True}``; ``None``: the largest, AutoAttack
+    preferred). A run without one is accepted (its row says "not evaluated"); a ``probe.csv``
+    written by ``featgap probe`` is read as the run's gap table.
     """
     paths = [Path(p) for p in run_dirs]
     if not paths:
@@ -182,8 +184,7 @@ def read_runs(run_dirs: Sequence[str | Path]) -> list[RunData]:
         if not (path / runs.SUMMARY).is_file():
             raise FeatgapError(f"{path} is still training (no {runs.SUMMARY} yet): wait until it finishes, or "
                                "resume it with its featgap train command")
-        ev_path = path / "eval.json"
-        run = RunData(name, path, config, runs.read_json(ev_path) if ev_path.is_file() else None)
+        run = RunData(name, path, config, runs.read_eval(path, **(evaluation or {})))
         probe_csv = path / "probe.csv"
         if probe_csv.is_file():
             run.gap, run.gap_source = pd.read_csv(probe_csv), "probe.csv (featgap probe)"
@@ -234,8 +235,8 @@ def measure(report_runs: Sequence[RunData], *, n: int = DEFAULT_N, seed: int = 0
     Per run, at its ε and norm: PGD-10 examples (seeded), the gap table at ``ε·EPS_FRACTIONS``,
     the last layer's features, ``geometry_table`` with a stratified training subset of ``n``
     images as reference, and for a method whose model has ``components()`` the component norms.
-    A run without ``eval.json`` is evaluated first (``featgap eval --n n``, AutoAttack included)
-    and its ``eval.json`` written, when ``evaluate_missing``.
+    A run without an evaluation is evaluated first (``featgap eval --n n``, AutoAttack included)
+    and its evaluation kept (``eval-n{n}.json``), when ``evaluate_missing``.
     """
     import torch
 
@@ -264,7 +265,7 @@ def measure(report_runs: Sequence[RunData], *, n: int = DEFAULT_N, seed: int = 0
         if run.eval is None and evaluate_missing:
             result = evaluate(model, test, eps=eps, norm=norm, n=n, seed=seed)
             run.eval = result.as_dict()
-            runs.write_json(run.path / "eval.json", run.eval)
+            run.eval["file"] = runs.write_eval(run.path, run.eval).name
         torch.manual_seed(seed)
         x_adv = adversarial_examples(model, x, y, eps=eps, steps=10, norm=norm, seed=seed)
         radii = list(dict.fromkeys(round(eps * f, 12) for f in EPS_FRACTIONS))
@@ -378,7 +379,7 @@ def results_table_html(report_runs: Sequence[RunData]) -> str:
 
     Every number cell carries ``data-run``, ``data-key`` (the ``eval.json`` key; ``gap_l2`` for
     ``feature_gap.l2``) and ``data-value`` (the exact value), so the page can be checked against
-    the files. A run without ``eval.json`` says "not evaluated".
+    the files. A run without an evaluation says "not evaluated".
     """
     steps = sorted({int(r.eval.get("pgd_steps") or 0) for r in report_runs if r.eval})
     pgd = "PGD-" + "/".join(map(str, steps)) if steps else "PGD"
@@ -395,11 +396,13 @@ def results_table_html(report_runs: Sequence[RunData]) -> str:
         ev = r.eval
         if ev is None:
             cells += [f'<td class="missing" colspan="{2 + len(cols) + 1}" data-run="{html.escape(r.name)}" '
-                      f'data-key="eval">{NOT_EVALUATED}: no eval.json (run <code>featgap eval '
+                      f'data-key="eval">{NOT_EVALUATED}: no evaluation (run <code>featgap eval '
                       f"{html.escape(str(r.path))}</code>, or add --compute)</td>"]
             rows.append(f'<tr class="not-evaluated">{"".join(cells)}</tr>')
             continue
-        cells += [f'<td data-run="{html.escape(r.name)}" data-key="n" data-value="{int(ev["n"])}">{int(ev["n"])}</td>',
+        source = f' title="{html.escape(str(ev["file"]))}"' if ev.get("file") else ""
+        cells += [f'<td data-run="{html.escape(r.name)}" data-key="n" data-value="{int(ev["n"])}"{source}>'
+                  f'{int(ev["n"])}</td>',
                   f'<td class="eps">{float(ev["eps"]):.4g} ({html.escape(str(ev.get("norm", "")))})</td>']
         gaps = ev.get("feature_gap") or {}
         for key, _, digits in cols:
@@ -456,12 +459,12 @@ def build_page(report_runs: Sequence[RunData], warnings: Sequence[str], *, compu
 
     page.add("<h2 id='results-section'>Results</h2>")
     page.add(results_table_html(report_runs))
-    page.add("<p class='legend'>Accuracies in percent on the evaluation's stratified test subset of n images (eval.json), "
+    page.add("<p class='legend'>Accuracies in percent on the evaluation's stratified test subset of n images (the run's eval-*.json file), "
              "each with its 95 % Wilson interval below it. "
              "PGD is per image the worst of CE- and margin-PGD; robust the worst of every attack run; the gap is the "
              "mean distance between the pooled features of a test image and of its PGD example. A failed sanity "
              "check (docs/evaluation.md) is listed beside the numbers it questions.</p>")
-    results = load_results([r.path for r in report_runs])
+    results = load_results([r.path for r in report_runs], evaluations=[r.eval for r in report_runs])
     results["run"] = names
     if results["clean"].notna().any():
         page.figure(gap_vs_robust(results, "l2", colors), "gap_vs_robust")
@@ -584,7 +587,7 @@ _TEMPLATE = """<!DOCTYPE html>
 # ---------------------------------------------------------------- the one entry point
 def write(run_dirs: Sequence[str | Path], path: str | Path, *, compute: bool = False, n: int = DEFAULT_N,
           seed: int = 0, device: str = "auto", data_root: str | Path = "data",
-          stderr: TextIO | None = None) -> Report:
+          stderr: TextIO | None = None, evaluation: dict | None = None) -> Report:
     """Write the standalone HTML report of ``run_dirs`` to ``path`` (see the module docstring).
 
     Arguments:
@@ -598,6 +601,9 @@ def write(run_dirs: Sequence[str | Path], path: str | Path, *, compute: bool = F
             (Default: ``"auto"``)
         data_root (path): where datasets live. (Default: ``"data"``)
         stderr (file | None): where warning lines go. (Default: ``sys.stderr``)
+        evaluation (dict | None): which evaluation of each run to show, by settings: keywords of
+            :func:`featgap.runs.read_eval`, e.g. ``{"n": 150, "autoattack": True}``. (Default:
+            ``None``, the largest evaluation of each run, AutoAttack preferred)
 
     Returns:
         a :class:`Report`: the path, its size in bytes, seconds taken, the warnings and the
@@ -609,7 +615,7 @@ def write(run_dirs: Sequence[str | Path], path: str | Path, *, compute: bool = F
     """
     start = time.perf_counter()
     out = check_output(path)
-    report_runs = read_runs(run_dirs)
+    report_runs = read_runs(run_dirs, evaluation)
     if compute and n < 10:
         raise FeatgapError(f"--n must be at least 10 (every class needs images); got {n}")
     warnings = [w for w in (dataset_warning(report_runs),) if w]

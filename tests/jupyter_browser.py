@@ -385,10 +385,10 @@ def train_tiny_runs(root: Path) -> dict[str, Path]:
     }
     out = {}
     for name, cfg in configs.items():
-        if not (root / name / "eval.json").exists():
+        if runs.find_eval(root / name) is None:
             Trainer(cfg, out=root / name).fit()
             result = evaluate(runs.load(root / name), test, n=200, autoattack=False, pgd_steps=10)
-            runs.write_json(root / name / "eval.json", result.as_dict())
+            runs.write_eval(root / name, result.as_dict())
         out[name] = root / name
     return out
 

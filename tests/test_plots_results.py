@@ -83,10 +83,10 @@ def test_run_without_eval_json_keeps_its_row_with_a_note(widget_runs, tmp_path):
     bare = fake_run(widget_runs["pgd_at"], tmp_path / "bare", None)
     df = load_results([widget_runs["standard"], bare])
     row = df.iloc[1]
-    assert row["run"] == "bare" and "no eval.json" in row["note"]
+    assert row["run"] == "bare" and "no evaluation" in row["note"]
     assert all(math.isnan(row[a]) for a in ACCURACIES) and math.isnan(row["gap_l2"])
     cells = results_table(df).data[0].cells.values
-    assert cells[0][1] == "bare" and cells[3][1] == "—" and "no eval.json" in plain(cells[-1][1])
+    assert cells[0][1] == "bare" and cells[3][1] == "—" and "no evaluation" in plain(cells[-1][1])
     fig = gap_vs_robust(df)
     assert np.isnan(fig.data[0].y[1])  # no point, but the run is not dropped
     json.dumps(fig.data[0].customdata.tolist(), allow_nan=False)  # customdata goes to the page as strict JSON

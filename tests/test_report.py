@@ -146,6 +146,25 @@ def test_the_table_shows_each_eval_json_exactly(dirs, tmp_path):
     assert result.bytes == out.stat().st_size and result.bytes < 10e6
 
 
+def test_the_report_picks_an_evaluation_by_settings(dirs, tmp_path):
+    """Three evaluations kept side by side (a legacy eval.json with n = 40, n = 80 and n = 120 without
+    AutoAttack): the report shows the one its settings name, by default the largest n."""
+    run = _copy_run(dirs[0], tmp_path / "several")
+    legacy = json.loads((run / "eval.json").read_text())
+    for n, clean in ((80, 12.5), (120, 25.0)):
+        assert runs.write_eval(run, {**legacy, "n": n, "clean": clean}).name == f"eval-n{n}-pgd5-no-autoattack.json"
+    assert len(runs.eval_files(run)) == 3
+    for settings, n, clean in (({}, 120, 25.0), ({"n": 80}, 80, 12.5), ({"n": 40}, 40, legacy["clean"])):
+        out = tmp_path / f"r{n}.html"
+        report.write([run], out, evaluation=settings)
+        row = table_of(out.read_text()).rows["several"]
+        assert row["n"][0] == str(n) and float(row["clean"][0]) == clean, settings
+    assert 'title="eval-n80-pgd5-no-autoattack.json"' in (tmp_path / "r80.html").read_text()
+    out = tmp_path / "none.html"
+    report.write([run], out, evaluation={"n": 500})
+    assert "not evaluated: no evaluation" in out.read_text()
+
+
 def test_failed_sanity_checks_sit_in_their_runs_row(dirs, tmp_path):
     flagged = _copy_run(dirs[1], tmp_path / "flagged")
     ev = json.loads((flagged / "eval.json").read_text())
@@ -167,8 +186,8 @@ def test_without_compute_the_page_says_what_was_not_measured(dirs, tmp_path):
     out = tmp_path / "r.html"
     result = report.write([unevaluated, dirs[2]], out)
     page = out.read_text()
-    assert "not evaluated: no eval.json" in page
-    assert not (unevaluated / "eval.json").exists(), "without --compute nothing is measured or written"
+    assert "not evaluated: no evaluation" in page
+    assert runs.eval_files(unevaluated) == [], "without --compute nothing is measured or written"
     for section in ("feature gap per layer", "gap vs ε", "embeddings", "AFD component norms", "alignment measures"):
         assert f"{section}: {report.NOT_MEASURED}" in page, section
     assert any("AFD component norms" in line and "afd" in line for line in result.not_measured)
@@ -354,7 +373,8 @@ def test_compute_evaluates_a_run_without_eval_json(dirs, tmp_path, monkeypatch):
                         lambda *a, **k: real(*a, **{**k, "autoattack": False, "pgd_steps": 2}))
     out = tmp_path / "r.html"
     report.write([run], out, compute=True, n=20, device="cpu")
-    ev = json.loads((run / "eval.json").read_text())
+    assert runs.eval_files(run) == [run / "eval-n20-pgd2-no-autoattack.json"]  # named by its settings
+    ev = json.loads((run / "eval-n20-pgd2-no-autoattack.json").read_text())
     assert ev["n"] == 20 and ev["eps"] == 0.3
     assert table_of(out.read_text()).rows["fresh"]["clean"][0] == repr(ev["clean"])
 

@@ -136,7 +136,7 @@ def test_without_images_there_are_no_alignment_panels(widget_runs, tmp_path):
     shutil.copy(widget_runs["standard"] / "config.json", bare / "config.json")
     view = RunComparer([widget_runs["pgd_at"], bare])
     assert [t.type for t in view.figure_widget.data] == ["table", "scatter"]
-    assert "no eval.json" in plain(view.figure_widget.data[0].cells.values[-1][1])
+    assert "no evaluation" in plain(view.figure_widget.data[0].cells.values[-1][1])
 
 
 def test_bad_inputs_are_one_line_errors(widget_runs, tmp_path):

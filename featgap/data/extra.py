@@ -32,7 +32,12 @@ LABEL_KEYS = ("label", "labels")
 def _pick(npz: np.lib.npyio.NpzFile, keys: tuple[str, ...], path: Path) -> np.ndarray:
     for key in keys:
         if key in npz.files:
-            return npz[key]
+            try:
+                return npz[key]
+            except (ValueError, OSError, zipfile.BadZipFile) as err:  # an object (pickled) array, a damaged member
+                what = ("an object array, which featgap never unpickles; save numbers (uint8 or float)"
+                        if "allow_pickle" in str(err) or "Object arrays" in str(err) else f"unreadable ({err})")
+                raise FeatgapError(f"{path}: array {key!r} is {what}") from None
     raise FeatgapError(f"{path} has no {' or '.join(repr(k) for k in keys)} array (it has: {', '.join(npz.files)})")
 
 
@@ -48,7 +53,10 @@ def load_extra(path: str | Path, info: DatasetInfo) -> ImageSet:
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise FeatgapError(f"--extra-data {path} is not a readable .npz file ({err})") from None
+        why = "a pickle, or not numpy data" if "pickle" in str(err) else str(err)
+        raise FeatgapError(f"--extra-data {path} is not a readable .npz file ({why})") from None
+    if not isinstance(npz, np.lib.npyio.NpzFile):
+        raise FeatgapError(f"--extra-data {path} is a single .npy array, not an .npz with 'image' and 'label'")
     with npz:
         images, labels = _pick(npz, IMAGE_KEYS, path), _pick(npz, LABEL_KEYS, path)
     c, s = info.in_channels, info.image_size
@@ -61,13 +69,14 @@ def load_extra(path: str | Path, info: DatasetInfo) -> ImageSet:
     if images.shape[1:] != (c, s, s):
         raise FeatgapError(f"{path}: images of shape {images.shape[1:]} do not fit {info.name} "
                            f"({c}×{s}×{s}, or {s}×{s}×{c})")
-    if images.dtype != np.uint8:
-        if not np.issubdtype(images.dtype, np.floating) or images.min() < 0 or images.max() > 1:
-            raise FeatgapError(f"{path}: images must be uint8, or floats in [0, 1]; got {images.dtype}")
-        images = np.rint(images * 255).astype(np.uint8)
-    labels = np.asarray(labels).reshape(-1)
     if images.shape[0] == 0:
         raise FeatgapError(f"{path} holds no images")
+    if images.dtype != np.uint8:
+        if (not np.issubdtype(images.dtype, np.floating) or not np.isfinite(images).all() or images.min() < 0
+                or images.max() > 1):
+            raise FeatgapError(f"{path}: images must be uint8, or floats in [0, 1] (no NaN); got {images.dtype}")
+        images = np.rint(images * 255).astype(np.uint8)
+    labels = np.asarray(labels).reshape(-1)
     if labels.shape[0] != images.shape[0]:
         raise FeatgapError(f"{path}: {images.shape[0]} images but {labels.shape[0]} labels")
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or labels.max() >= info.num_classes:

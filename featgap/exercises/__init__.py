@@ -17,11 +17,14 @@ assert). :mod:`featgap.exercises.check` lists the checks; the solutions are in
 
 :func:`tutorial_run` gives the tutorials their shared models: trained once, on first use, by
 featgap's own ``Trainer``, kept under ``runs/`` next to the tutorials and reused by every later
-tutorial (:data:`TUTORIAL_RUNS` holds the recipes).
+tutorial (:data:`TUTORIAL_RUNS` holds the recipes); :func:`tutorial_runs` trains several missing
+runs two at a time on a 2-core CPU, and :func:`evaluate_once_each` attacks several runs side by side.
 """
 
 from featgap.exercises import check
 from featgap.exercises.feedback import Feedback
-from featgap.exercises.tutorial import TUTORIAL_RUNS, describe, evaluate_once, tutorial_run
+from featgap.exercises.tutorial import (TUTORIAL_RUNS, describe, evaluate_once, evaluate_once_each, tutorial_run,
+                                        tutorial_runs)
 
-__all__ = ["TUTORIAL_RUNS", "Feedback", "check", "describe", "evaluate_once", "tutorial_run"]
+__all__ = ["TUTORIAL_RUNS", "Feedback", "check", "describe", "evaluate_once", "evaluate_once_each", "tutorial_run",
+           "tutorial_runs"]

@@ -31,7 +31,7 @@ from featgap.errors import FeatgapError
 from featgap.evaluate import Check, EvalResult, evaluate
 from featgap.plots.results import wilson_interval
 from featgap.presets import preset
-from featgap.train import TrainConfig, fit, stage_dirs
+from featgap.train import TrainConfig, fit, resolve_device, stage_dirs
 
 COMMON = dict(dataset="mnist5k", model="smallcnn", monitor_n=200, probe_n=100, keep_checkpoints=1)
 """Settings every tutorial run shares (the monitor and the gap trajectory on 200 / 100 test digits)."""
@@ -114,22 +114,72 @@ def tutorial_run(name: str, runs_dir: str | Path = "runs") -> Path:
     return run_dir
 
 
-def evaluate_once(model: nn.Module, test: ImageSet, path: str | Path, *, n: int, pgd_steps: int = 20,
-                  autoattack: bool = True, seed: int = 0) -> EvalResult:
-    """:func:`featgap.evaluate.evaluate` on ``n`` test images, kept in ``path`` (an ``eval.json``) and reused.
+def _needs(name: str, runs_dir: Path) -> list[str]:
+    """``name`` and the tutorial runs it starts from, first ones first."""
+    return ([*_needs(INIT[name], runs_dir)] if name in INIT else []) + [name]
 
-    A later call with the same settings (n, seed, PGD steps, with or without AutoAttack, the
-    dataset's ε) reads the result back instead of attacking again, so a second run of a tutorial,
-    or the next tutorial evaluating the same model, takes no time. Other settings evaluate anew
-    and overwrite ``path``. Delete the file to re-evaluate a retrained model.
+
+def _epochs(name: str) -> int:
+    cfg = TUTORIAL_RUNS[name][1]
+    return cfg.epochs + (cfg.finetune or {}).get("epochs", 0)
+
+
+def tutorial_runs(names: Sequence[str], runs_dir: str | Path = "runs") -> dict[str, Path]:
+    """:func:`tutorial_run` for several runs at once: the missing ones trained side by side.
+
+    On a CPU with two free cores, two runs train at the same time in worker processes
+    (:mod:`featgap.jobs`, one torch thread each), which on a 2-core laptop finishes sooner than
+    one after the other with two threads each; a run waits for the run it fine-tunes. Each
+    prints its one line here when it finishes. Elsewhere (a GPU, one free core) they train in
+    order, as :func:`tutorial_run` does.
 
     Examples::
-        >>> r = evaluate_once(runs.load(run), test, run / "eval.json", n=100)
+        >>> RUN = tutorial_runs(["standard", "pgd_at", "afa"])   # {"standard": Path("runs/notebook01/standard"), ...}
+    """
+    import torch
+
+    from featgap import threads
+    from featgap.jobs import Job, plan_workers, run_jobs
+
+    runs_dir = Path(runs_dir)
+    unknown = [n for n in names if n not in TUTORIAL_RUNS]
+    if unknown:
+        raise FeatgapError(f"unknown tutorial run {unknown[0]!r}; choose one of: {', '.join(TUTORIAL_RUNS)}")
+    wanted = list(dict.fromkeys(n for name in names for n in _needs(name, runs_dir)))
+    missing = [n for n in wanted if runs.read_summary(runs_dir / TUTORIAL_RUNS[n][0]) is None]
+    jobs = {n: Job(tutorial_run, (n, runs_dir), tuple(d for d in _needs(n, runs_dir)[:-1] if d in missing))
+            for n in sorted(missing, key=_epochs, reverse=True)}  # longest first
+    workers, per_worker = plan_workers(resolve_device("auto").type, list(jobs), threads.cores(),
+                                       torch.get_num_threads())
+    if jobs:
+        run_jobs(jobs, workers=workers, threads=per_worker, desc="training")
+    return {n: tutorial_run(n, runs_dir) if n not in missing else runs_dir / TUTORIAL_RUNS[n][0] for n in names}
+
+
+def evaluate_once(model: nn.Module, test: ImageSet, where: str | Path, *, n: int, pgd_steps: int = 20,
+                  autoattack: bool = True, seed: int = 0) -> EvalResult:
+    """:func:`featgap.evaluate.evaluate` on ``n`` test images, kept on disk and reused.
+
+    ``where`` is a run directory (the result is kept next to the run in the file named by its
+    settings, e.g. ``RUN/eval-n100.json``: :func:`featgap.runs.eval_path`, so evaluations with
+    other settings are all kept) or a ``.json`` file (for a model that is not a run; a later call
+    with other settings replaces it). A later call with the same settings (n, seed, PGD steps,
+    with or without AutoAttack, the dataset's L∞ ε) reads the result back instead of attacking
+    again, so a second run of a tutorial, or the next tutorial evaluating the same model, takes
+    no time. Delete the file to re-evaluate a retrained model.
+
+    Examples::
+        >>> r = evaluate_once(runs.load(run), test, run, n=100)     # kept in run/eval-n100.json
         >>> print(describe("pgd_at", r, ("clean", "pgd", "autoattack")))
     """
-    path = Path(path)
+    where = Path(where)
     want = {"n": n, "seed": seed, "pgd_steps": pgd_steps, "eps": test.info.default_eps("linf"), "norm": "linf"}
-    if path.is_file():
+    if where.is_dir():
+        path = runs.find_eval(where, n=n, seed=seed, pgd_steps=pgd_steps, autoattack=autoattack, norm="linf",
+                              eps=want["eps"], aa_version="standard")
+    else:
+        path = where
+    if path is not None and path.is_file():
         saved = runs.read_json(path)
         if all(saved.get(k) == v for k, v in want.items()) and (saved.get("autoattack") is not None) == autoattack:
             names = {f.name for f in fields(EvalResult)}
@@ -137,9 +187,54 @@ def evaluate_once(model: nn.Module, test: ImageSet, path: str | Path, *, n: int,
             values["checks"] = [Check(**c) for c in saved.get("checks", [])]
             return EvalResult(**values)
     result = evaluate(model, test, n=n, pgd_steps=pgd_steps, autoattack=autoattack, seed=seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    runs.write_json(path, result.as_dict())
+    if where.is_dir():
+        runs.write_eval(where, result.as_dict())
+    else:
+        where.parent.mkdir(parents=True, exist_ok=True)
+        runs.write_json(where, result.as_dict())
     return result
+
+
+def _evaluate_run_once(run_dir: Path, dataset: str, n: int, pgd_steps: int, autoattack: bool, seed: int) -> EvalResult:
+    from featgap import data
+
+    return evaluate_once(runs.load(run_dir), data.load(dataset, "test"), Path(run_dir), n=n,
+                         pgd_steps=pgd_steps, autoattack=autoattack, seed=seed)
+
+
+def evaluate_once_each(run_dirs: dict[str, str | Path], test: ImageSet, *, n: int, pgd_steps: int = 20,
+                       autoattack: bool = True, seed: int = 0) -> dict[str, EvalResult]:
+    """:func:`evaluate_once` of several runs (name → run folder, each kept next to its run), side by side.
+
+    AutoAttack on a small CPU model is bound by the cost of its many small operations (FAB-T
+    and Square run thousands of passes on a few dozen digits), which a second thread barely
+    speeds up and a second process doubles: on a CPU with two free cores two runs are attacked
+    at the same time (:mod:`featgap.jobs`). Results already kept are read back at once.
+
+    Examples::
+        >>> results = evaluate_once_each({"pgd_at": RUN["pgd_at"], "afa": RUN["afa"]}, test, n=100)
+    """
+    import torch
+
+    from featgap import threads
+    from featgap.jobs import Job, plan_workers, run_jobs
+
+    jobs = {name: Job(_evaluate_run_once, (Path(run), test.info.name, n, pgd_steps, autoattack, seed))
+            for name, run in run_dirs.items()}
+    workers, per_worker = plan_workers(resolve_device("auto").type, list(jobs), threads.cores(),
+                                       torch.get_num_threads())
+    kept = {}
+    for name, run in run_dirs.items():  # what is kept already needs no worker
+        if workers > 1 and runs.find_eval(run, n=n, seed=seed, pgd_steps=pgd_steps, autoattack=autoattack,
+                                          norm="linf", eps=test.info.default_eps("linf")) is not None:
+            kept[name] = _evaluate_run_once(Path(run), test.info.name, n, pgd_steps, autoattack, seed)
+    if len(kept) == len(jobs):
+        return kept
+    todo = {k: j for k, j in jobs.items() if k not in kept}
+    if len(todo) < 2:
+        workers, per_worker = 1, torch.get_num_threads()
+    done = run_jobs(todo, workers=workers, threads=per_worker, desc="evaluating")
+    return {name: kept[name] if name in kept else done[name] for name in run_dirs}
 
 
 LABELS = {"clean": "clean", "pgd_ce": "CE-PGD-{k}", "pgd_margin": "margin-PGD-{k}", "pgd": "PGD-{k}",
@@ -168,4 +263,4 @@ def describe(name: str, result: EvalResult, fields: Sequence[str] = ("clean", "p
     return f"{name:9} " + "  ".join(parts) + f"  (n = {result.n}, {norm} ε = {result.eps:g}, 95% Wilson intervals)"
 
 
-__all__ = ["TUTORIAL_RUNS", "describe", "evaluate_once", "tutorial_run"]
+__all__ = ["TUTORIAL_RUNS", "describe", "evaluate_once", "evaluate_once_each", "tutorial_run", "tutorial_runs"]

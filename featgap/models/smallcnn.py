@@ -5,7 +5,7 @@ layer. For a 28×28 input::
 
     stage1: conv4×4 stride 2 (C→16) ReLU                  28×28 → 14×14
     stage2: conv4×4 stride 2 (16→32) ReLU                 14×14 → 7×7
-    pool:   adaptive-avg-pool 7×7 (identity at 28×28), flatten,
+    pool:   adaptive-avg-pool 7×7 (skipped at 28×28, where it is the identity), flatten,
             Linear(1568→128) ReLU                          → z (128), the features
     head:   Linear(128 → classes)
 
@@ -27,6 +27,26 @@ from torch import nn
 from featgap.models.base import FeatureModel
 
 
+@torch.fx.wrap  # a leaf of torch.fx traces (torchvision's feature extraction): its shape test is not traced
+def avg_pool_to(x: torch.Tensor, size: int) -> torch.Tensor:
+    """``adaptive_avg_pool2d(x, size)``, skipped when ``x`` is already ``size × size``.
+
+    There each output is the mean of a 1×1 window, i.e. the input value itself, bit for bit;
+    PyTorch's CPU kernel still spends ~20 % of a smallcnn PGD step on the pool and its backward
+    at 28×28 inputs (``benchmarks/results/profile_pgd_at_cpu.txt``). Returns ``x`` itself then.
+    """
+    if x.shape[-2] == size and x.shape[-1] == size:
+        return x
+    return torch.nn.functional.adaptive_avg_pool2d(x, size)
+
+
+class AvgPoolTo(nn.AdaptiveAvgPool2d):
+    """``nn.AdaptiveAvgPool2d(size)`` that passes a ``size × size`` input through (:func:`avg_pool_to`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return avg_pool_to(x, self.output_size)
+
+
 class SmallCNN(FeatureModel):
     layer_names = ("stage1", "stage2", "pool")
 
@@ -37,7 +57,7 @@ class SmallCNN(FeatureModel):
         w = width
         self.stage1 = nn.Sequential(nn.Conv2d(in_channels, w, 4, stride=2, padding=1), nn.ReLU(inplace=True))
         self.stage2 = nn.Sequential(nn.Conv2d(w, 2 * w, 4, stride=2, padding=1), nn.ReLU(inplace=True))
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(7), nn.Flatten(), nn.Linear(2 * w * 49, feature_dim),
+        self.pool = nn.Sequential(AvgPoolTo(7), nn.Flatten(), nn.Linear(2 * w * 49, feature_dim),
                                   nn.ReLU(inplace=True))
 
     def body(self, x: torch.Tensor) -> torch.Tensor:

@@ -53,6 +53,7 @@ RESULT_COLUMNS: dict[str, str] = {
     "method": "training method (config.json)",
     "dataset": "dataset the run was trained on",
     "model": "architecture",
+    "eval_file": "the evaluation file the row's numbers come from (runs.read_eval; '' when none)",
     "eps": "attack radius ε of the evaluation, pixel units (eval.json; the training ε without one)",
     "norm": "threat model of the evaluation: linf or l2",
     "n": "test images evaluated",
@@ -70,7 +71,7 @@ RESULT_COLUMNS: dict[str, str] = {
     "checks_passed": "sanity checks of the evaluation that passed",
     "checks_total": "sanity checks run",
     "failed_checks": "names of the failed checks, '; '-separated ('' when none failed)",
-    "note": "what is missing ('' when nothing is), e.g. a run without eval.json",
+    "note": "what is missing ('' when nothing is), e.g. a run without an evaluation",
 }
 """Every column of :func:`load_results`' DataFrame."""
 
@@ -105,11 +106,16 @@ def _names(paths: list[Path]) -> list[str]:
     return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
 
 
-def load_results(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
+def load_results(run_dirs: Sequence[str | Path], *, evaluation: dict | None = None,
+                 evaluations: Sequence[dict | None] | None = None) -> pd.DataFrame:
     """The results of several runs as one DataFrame, one row per run (the input of the figures here).
 
-    Reads each run's ``config.json`` and ``eval.json`` (through :mod:`featgap.runs`). A run
-    without ``eval.json`` still gets its row — NaN accuracies and a ``note`` saying so — so a
+    Reads each run's ``config.json`` and the evaluation :func:`featgap.runs.read_eval` picks by
+    the settings ``evaluation`` (e.g. ``{"n": 150, "autoattack": True}``; ``None``: the largest,
+    AutoAttack preferred; a legacy ``eval.json`` is read too), or takes ``evaluations``, one
+    already-read evaluation dict (or ``None``) per run. The ``eval_file`` column names the file
+    each row comes from. A run
+    without an evaluation still gets its row — NaN accuracies and a ``note`` saying so — so a
     comparison never silently drops a run. Accuracies come with 95 % Wilson intervals
     (:func:`wilson_interval`) from their ``n``.
 
@@ -129,14 +135,16 @@ def load_results(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
     for p in paths:
         if not p.is_dir():
             raise FeatgapError(f"run {p} does not exist")
+    if evaluations is not None and len(evaluations) != len(paths):
+        raise FeatgapError(f"give one evaluation per run: {len(evaluations)} for {len(paths)} runs")
     rows = []
-    for path, name in zip(paths, _names(paths)):
+    for i, (path, name) in enumerate(zip(paths, _names(paths))):
         config = runs.read_config(path)
         cfg, ds = config.get("config", {}), config.get("dataset", {})
         row: dict = {"run": name, "path": str(path), "method": cfg.get("method", "?"),
                      "dataset": cfg.get("dataset", ds.get("name", "?")), "model": cfg.get("model", "?")}
-        ev_path = path / "eval.json"
-        ev = runs.read_json(ev_path) if ev_path.is_file() else None
+        ev = evaluations[i] if evaluations is not None else runs.read_eval(path, **(evaluation or {}))
+        row["eval_file"] = (ev or {}).get("file", "")
         if ev is None:
             eps = cfg.get("eps") if cfg.get("eps") is not None else ds.get("eps")
             row.update(eps=float("nan") if eps is None else float(eps), norm=cfg.get("norm", ""), n=0, pgd_steps=0)
@@ -145,7 +153,7 @@ def load_results(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
             row.update({k: np.nan for k in EXTRA_ACCURACIES})
             row.update({f"gap_{m}": np.nan for m in GAP_METRICS})
             row.update(checks_passed=0, checks_total=0, failed_checks="",
-                       note=f"no eval.json: run `featgap eval {path}`")
+                       note=f"no evaluation{' with these settings' if evaluation else ''}: run `featgap eval {path}`")
         else:
             n = int(ev.get("n") or 0)
             row.update(eps=float(ev.get("eps", np.nan)), norm=ev.get("norm", ""), n=n,
@@ -173,7 +181,7 @@ def load_results(run_dirs: Sequence[str | Path]) -> pd.DataFrame:
             row.update(checks_passed=len(checks) - len(failed), checks_total=len(checks),
                        failed_checks="; ".join(failed), note="; ".join(notes))
         rows.append(row)
-    columns = ["run", "path", "method", "dataset", "model", "eps", "norm", "n", "pgd_steps",
+    columns = ["run", "path", "method", "dataset", "model", "eval_file", "eps", "norm", "n", "pgd_steps",
                *[f"{a}{s}" for a in ACCURACIES for s in ("", "_lo", "_hi")], *EXTRA_ACCURACIES,
                *[f"gap_{m}" for m in GAP_METRICS], "checks_passed", "checks_total", "failed_checks", "note"]
     return pd.DataFrame(rows, columns=columns)

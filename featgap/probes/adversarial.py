@@ -13,9 +13,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from featgap.attacks import check_eps, pgd
+from featgap.attacks import NORMS, check_eps, pgd
 from featgap.errors import FeatgapError
-from featgap.probes.extract import as_float_images, model_device
+from featgap.probes.extract import as_float_images, check_batch_size, check_images, model_device
 from featgap.progress import progress
 
 Attack = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -50,10 +50,15 @@ def adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, 
         >>> x_adv = adversarial_examples(model, x, y, eps=0.3, steps=20)
         >>> (model(x_adv).argmax(1) == y).float().mean()     # robust accuracy
     """
+    check_batch_size(batch_size)
     if attack is None:
         if eps is None:
             raise FeatgapError("give eps (the attack radius in pixel units) or an attack")
+        if norm not in NORMS:
+            raise FeatgapError(f"unknown norm {norm!r}; choose one of: {', '.join(NORMS)}")
         check_eps(eps, norm, flag="eps")
+        if not isinstance(steps, int) or steps < 0:
+            raise FeatgapError(f"steps must be a non-negative integer; got {steps!r}")
 
         def attack(m: nn.Module, xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
             return pgd(m, xb, yb, eps=eps, steps=steps, norm=norm)
@@ -73,10 +78,14 @@ def adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, 
 def with_adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, x_adv: torch.Tensor | None, *,
                      eps: float | None, steps: int, norm: str, attack: Attack | None, batch_size: int,
                      seed: int | None) -> torch.Tensor:
-    """``x_adv`` checked against ``x`` and ``y``, or made by :func:`adversarial_examples` when it is ``None``."""
-    if y is not None and len(x) != len(y):
-        raise FeatgapError(f"x has {len(x)} images but y has {len(y)} labels")
+    """``x_adv`` checked against ``x`` and ``y``, or made by :func:`adversarial_examples` when it is ``None``.
+
+    Images and labels a probe cannot use (outside [0, 1], NaN, wrong shape or channels, labels out
+    of range, none at all) are a one-line :class:`FeatgapError` (:func:`~featgap.probes.extract.check_images`)."""
+    check_batch_size(batch_size)
+    check_images(model, x, y)
     if x_adv is not None:
+        check_images(model, x_adv, name="x_adv")
         if tuple(x_adv.shape) != tuple(x.shape):
             raise FeatgapError(f"x_adv has shape {tuple(x_adv.shape)}; x has {tuple(x.shape)}")
         return x_adv

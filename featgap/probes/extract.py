@@ -284,6 +284,7 @@ def extract_features(model: nn.Module, x: torch.Tensor, layers: str | Sequence[s
         >>> feats["pool"].shape
         torch.Size([1000, 128])
     """
+    check_batch_size(batch_size)
     device = model_device(model)
     parts: dict[str, list[torch.Tensor]] = {}
     n_batches = max(1, math.ceil(len(x) / batch_size))
@@ -297,6 +298,56 @@ def extract_features(model: nn.Module, x: torch.Tensor, layers: str | Sequence[s
     if not parts:
         return {name: torch.empty(0) for name in names}
     return {name: torch.cat(parts[name]) for name in names}
+
+
+def check_images(model: nn.Module, x: object, y: object = None, *, name: str = "x", allow_empty: bool = False) -> None:
+    """One-line :class:`FeatgapError` for images or labels a probe cannot use (``docs/errors.md``).
+
+    ``x`` must be a ``(N, C, H, W)`` tensor (for a module without ``in_channels``: any batch
+    ``(N, ...)``), uint8 or float in [0, 1] without NaN, with the model's number of channels
+    (``model.in_channels`` when it has one) and, unless
+    ``allow_empty``, at least one image. ``y``, when given, must be ``N`` integer labels in
+    ``[0, model.num_classes)`` (when the model has ``num_classes``).
+
+    >>> check_images(model, x * 255, y)     # FeatgapError: x must be in [0, 1] (or uint8) ...
+    """
+    if not isinstance(x, torch.Tensor):
+        raise FeatgapError(f"{name} must be a torch.Tensor of images (N, C, H, W); got {type(x).__name__}")
+    channels = getattr(model, "in_channels", None)
+    if x.ndim != 4 and (isinstance(channels, int) or x.ndim < 2):  # any other module: a batch of inputs (N, ...)
+        raise FeatgapError(f"{name} must be images of shape (N, C, H, W); got shape {tuple(x.shape)}")
+    if len(x) == 0 and not allow_empty:
+        raise FeatgapError(f"{name} holds no images (shape {tuple(x.shape)})")
+    if isinstance(channels, int) and x.shape[1] != channels:
+        raise FeatgapError(f"{name} has {x.shape[1]} channels but {type(model).__name__} takes {channels} "
+                           f"(shape {tuple(x.shape)}; images of another dataset?)")
+    if x.dtype != torch.uint8:
+        if not x.is_floating_point():
+            raise FeatgapError(f"{name} must be float in [0, 1] or uint8; got {x.dtype}")
+        if len(x) and not bool(torch.isfinite(x).all()):
+            raise FeatgapError(f"{name} holds NaN or infinite values")
+        if len(x) and (float(x.min()) < 0 or float(x.max()) > 1):
+            raise FeatgapError(f"{name} must be in [0, 1] (or uint8 in [0, 255]); got values in "
+                               f"[{float(x.min()):.4g}, {float(x.max()):.4g}]")
+    if y is None:
+        return
+    if not isinstance(y, torch.Tensor) or y.ndim != 1:
+        shape = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise FeatgapError(f"y must be a 1-D tensor of labels (N,); got {shape}")
+    if len(y) != len(x):
+        raise FeatgapError(f"{name} has {len(x)} images but y has {len(y)} labels")
+    if len(y) and (y.is_floating_point() or y.is_complex() or y.dtype == torch.bool):
+        raise FeatgapError(f"y must hold integer class labels; got {y.dtype}")
+    classes = getattr(model, "num_classes", None)
+    if len(y) and (int(y.min()) < 0 or (isinstance(classes, int) and int(y.max()) >= classes)):
+        limit = f"[0, {classes})" if isinstance(classes, int) else "≥ 0"
+        raise FeatgapError(f"labels must be in {limit}; got labels in [{int(y.min())}, {int(y.max())}]")
+
+
+def check_batch_size(batch_size: int) -> None:
+    """``batch_size`` below 1 is a one-line :class:`FeatgapError`."""
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise FeatgapError(f"batch_size must be an integer ≥ 1; got {batch_size!r}")
 
 
 def as_float_images(x: torch.Tensor) -> torch.Tensor:

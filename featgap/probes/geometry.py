@@ -68,7 +68,8 @@ from torch import nn
 from featgap.attacks import NORMS, default_step_size, eval_mode, lipschitz_ratio, pgd_best
 from featgap.errors import FeatgapError
 from featgap.probes.adversarial import Attack, with_adversarial
-from featgap.probes.extract import LayerReader, as_float_images, extract_features, model_device
+from featgap.probes.extract import (LayerReader, as_float_images, check_images, extract_features,
+                                    model_device)
 from featgap.probes.frames import concat, frame
 
 ArrayLike = Any  # a torch tensor or a NumPy array (anything np.asarray takes)
@@ -460,6 +461,8 @@ def local_lipschitz(model: nn.Module, x: torch.Tensor, y: torch.Tensor, x_adv: t
     x = _check_images(x)
     if len(x) != len(y):
         raise FeatgapError(f"x has {len(x)} images but y has {len(y)} labels")
+    if isinstance(getattr(model, "in_channels", None), int):  # a featgap model: its channels and classes too
+        check_images(model, x, y, allow_empty=True)
     if x_adv is None:
         if eps is None:
             raise FeatgapError("give eps (the radius of the ball, in pixel units) or x_adv")

@@ -6,6 +6,7 @@ run directory's ``config.json`` records, so a run can be reproduced from that fi
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 
 from featgap.errors import FeatgapError
@@ -86,6 +87,10 @@ class TrainConfig:
     """Every this many epochs, keep that epoch's exported model (the EMA weights when EMA is on, as
     the final export) as ``checkpoints/epoch_{K:03d}.safetensors`` (0: keep none). Storage only:
     the training numbers are the same; :func:`featgap.runs.load` reads one with ``epoch=K``."""
+    detect_anomaly: bool = False
+    """Debugging: run the whole fit under :func:`torch.autograd.detect_anomaly`, so that a NaN in the
+    backward pass fails at the operation that made it (with the traceback of its forward call).
+    Several times slower; the training numbers are the same."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -120,6 +125,7 @@ class TrainConfig:
         """Fill dataset defaults (ε, augmentation) and the default lr steps; validate."""
         from featgap import data, methods, models
 
+        self.check_types()
         info = data.info(self.dataset)
         if self.model not in models.MODELS:
             models.create(self.model)  # raises the one-line error
@@ -162,6 +168,23 @@ class TrainConfig:
         base = {**self.as_dict(), "extra": {}, "finetune": None, "lr_steps": None, "init": init}
         return TrainConfig.from_dict({**base, **stage})
 
+    def check_types(self) -> None:
+        """One-line :class:`FeatgapError` for a field of the wrong type (e.g. ``epochs="3"`` from
+        hand-written Python or JSON), before any arithmetic on it fails deep inside."""
+        kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+        for f in fields(self):
+            annotation = str(f.type).replace(" ", "")
+            optional = annotation.endswith("|None")
+            kind = annotation[:-len("|None")] if optional else annotation
+            value = getattr(self, f.name)
+            if kind not in kinds or (optional and value is None):
+                continue
+            wrong_bool = isinstance(value, bool) and kind != "bool"
+            if wrong_bool or not isinstance(value, kinds[kind]):
+                what = {"int": "an integer", "float": "a number", "str": "a string", "bool": "True or False"}[kind]
+                raise FeatgapError(f"TrainConfig.{f.name} must be {what}{' or None' if optional else ''}; "
+                                   f"got {value!r}")
+
     def validate(self) -> None:
         """One-line errors for settings that cannot work."""
         from featgap.data.batches import AUGMENTATIONS
@@ -176,8 +199,20 @@ class TrainConfig:
             bad(f"--epochs must be at least 1; got {self.epochs}")
         if self.batch_size < 1:
             bad(f"--batch-size must be at least 1; got {self.batch_size}")
-        if self.lr <= 0:
-            bad(f"--lr must be positive; got {self.lr}")
+        if not 0 < self.lr < math.inf:
+            bad(f"--lr must be positive and finite; got {self.lr}")
+        if not 0 <= self.weight_decay < math.inf:
+            bad(f"--weight-decay must be non-negative and finite; got {self.weight_decay}")
+        if not 0 <= self.momentum < 1:
+            bad(f"momentum must be in [0, 1); got {self.momentum}")
+        if self.attack_step_size is not None and not 0 < self.attack_step_size < math.inf:
+            bad(f"--attack-step-size must be positive (pixel units, e.g. 0.01); got {self.attack_step_size}")
+        if not 0 <= self.eps_warmup_epochs < math.inf:
+            bad(f"--eps-warmup must be a non-negative number of epochs; got {self.eps_warmup_epochs}")
+        if not 0 <= self.warmup_epochs < math.inf:
+            bad(f"warmup_epochs must be a non-negative number of epochs; got {self.warmup_epochs}")
+        if not 0 <= self.seed < 2**32:
+            bad(f"--seed must be in [0, 2**32); got {self.seed}")
         if self.schedule not in SCHEDULES:
             bad(f"unknown schedule {self.schedule!r}; choose one of: {', '.join(SCHEDULES)}")
         if self.norm not in NORMS:
@@ -212,7 +247,7 @@ def field_default(name: str) -> object:
 def differing_settings(recorded: dict, config: TrainConfig) -> list[str]:
     """Fields where a run's recorded ``config`` differs from ``config``, among those that change training.
 
-    ``device``, ``download`` and ``keep_checkpoints`` do not change the result (the last only
+    ``device``, ``download``, ``detect_anomaly`` and ``keep_checkpoints`` do not change the result (the last only
     stores more), and ``finetune`` only names the stage that follows (one pre-training may serve
     several fine-tunings). Fields added to
     :class:`TrainConfig` after the run was written count as their defaults, and so do method
@@ -225,7 +260,8 @@ def differing_settings(recorded: dict, config: TrainConfig) -> list[str]:
     if old["method"] in methods.METHODS:
         old["extra"] = {**methods.METHODS[old["method"]].defaults, **(old["extra"] or {})}
     return [k for k, v in config.as_dict().items()
-            if k not in ("device", "download", "finetune", "keep_checkpoints") and _jsonable(old.get(k)) != _jsonable(v)]
+            if k not in ("device", "download", "finetune", "keep_checkpoints", "detect_anomaly")
+            and _jsonable(old.get(k)) != _jsonable(v)]
 
 
 def _jsonable(v: object) -> object:

@@ -24,6 +24,7 @@ from torch import nn
 from featgap import runs
 from featgap.errors import FeatgapError
 from featgap.train.config import TrainConfig, differing_settings
+from featgap.train.distributed import is_main_process
 from featgap.train.trainer import Callback, Trainer
 
 PRETRAIN_SUFFIX = "-pretrain"
@@ -66,6 +67,7 @@ def fit(config: TrainConfig, out: str | Path | None, callbacks: Sequence[Callbac
     is written.
     """
     cfg = config.resolved()
+    verbose = verbose and is_main_process()  # under torchrun, rank 0 alone prints
     if cfg.finetune is None:
         trainer = Trainer(cfg, out=out, callbacks=callbacks)
         return trainer.fit(), [trainer]

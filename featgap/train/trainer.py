@@ -6,7 +6,9 @@ and channels-last on CUDA, weight EMA, a progress bar, per-epoch monitoring (acc
 feature gap), checkpoints, and exact resume. A method (:mod:`featgap.methods`) only turns a
 batch into a loss.
 
-Read :meth:`Trainer.fit` top to bottom: it is the whole algorithm.
+Read :meth:`Trainer.fit` top to bottom: it is the whole algorithm. Under ``torchrun`` the same
+loop trains data-parallel: each line marked ``torchrun`` is a no-op in one process
+(:mod:`featgap.train.distributed` explains what is averaged, what agrees and what rank 0 alone does).
 
 >>> cfg = TrainConfig(dataset="mnist5k", model="smallcnn", method="pgd_at", epochs=5)
 >>> model = Trainer(cfg, out="runs/pgd_at").fit()
@@ -14,6 +16,8 @@ Read :meth:`Trainer.fit` top to bottom: it is the whole algorithm.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,10 +25,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from featgap import cache, methods, models, runs, threads
 from featgap import data as fg_data
-from featgap import methods, models, runs
 from featgap.errors import FeatgapError
 from featgap.progress import progress
+from featgap.train import distributed
 from featgap.train.config import TrainConfig, differing_settings
 from featgap.train.ema import ModelEMA
 from featgap.train.monitor import EpochMonitor
@@ -42,6 +47,10 @@ def resolve_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
+    import re
+
+    if not isinstance(name, str) or not re.fullmatch(r"cpu|mps|cuda(:\d+)?", name):
+        raise FeatgapError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise FeatgapError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
@@ -73,6 +82,9 @@ class Trainer:
         self.out = Path(out) if out is not None else None
         self.links = links
         self.device = resolve_device(cfg.device)
+        # under torchrun: join the process group, cuda:LOCAL_RANK (featgap.train.distributed); else a no-op
+        self.dist, self.device = distributed.setup(self.device)
+        self._check_distributed(cfg)
         seed_everything(cfg.seed)
         method_cls = methods.get(cfg.method)
         if method_cls.needs_init and cfg.init is None:
@@ -106,6 +118,17 @@ class Trainer:
         self.start_epoch = 0
         self.step = 0
         self._check_out_dir()
+        self.dist.barrier()  # every rank has checked --out before rank 0 writes to it
+
+    def _check_distributed(self, cfg: TrainConfig) -> None:
+        """Settings that several processes cannot honour: one-line errors, on every rank alike."""
+        n = self.dist.world_size
+        if n > 1 and cfg.batch_size % n:
+            raise FeatgapError(f"--batch-size {cfg.batch_size} is the global batch and must be divisible by the "
+                               f"{n} processes torchrun started")
+        if n > 1 and cfg.method == "afd" and cfg.extra.get("update") == "two_step":
+            raise FeatgapError("AFD update=two_step takes an optimiser step inside the loss, whose gradients "
+                               "are not averaged across processes; under torchrun use update=summed")
 
     # ------------------------------------------------------------------ run directory
     def _config_record(self) -> dict:
@@ -114,8 +137,10 @@ class Trainer:
                 "model_card": {"name": self.config.model, "num_classes": m.num_classes, "in_channels": m.in_channels,
                                "feature_dim": m.feature_dim, "mean": list(self.info.mean), "std": list(self.info.std),
                                "layer_names": list(m.layer_names)},
-                "dataset": self.info.as_dict(), "init": self.init_source, "environment": runs.environment_info(),
-                **({"stages": self.links} if self.links else {})}
+                "dataset": self.info.as_dict(), "init": self.init_source,
+                "environment": {**runs.environment_info(), "threads": threads.record()},
+                **({"stages": self.links} if self.links else {}),
+                **({"distributed": self.dist.describe()} if self.dist.enabled else {})}
 
     def _check_out_dir(self) -> None:
         out = self.out
@@ -124,12 +149,12 @@ class Trainer:
         if not out.is_dir():
             raise FeatgapError(f"--out {out} exists and is not a directory")
         if not (out / runs.CONFIG).exists():
-            if any(out.iterdir()):
+            if any(p.name != runs.LOCK and not p.name.endswith(cache.TMP_SUFFIX) for p in out.iterdir()):
                 raise FeatgapError(f"--out {out} is a non-empty folder that is not a featgap run; choose another")
             return
         if (out / runs.SUMMARY).exists():
             raise FeatgapError(f"--out {out} holds a finished run; choose another --out or delete it")
-        differ = differing_settings(runs.read_config(out)["config"], self.config)
+        differ = differing_settings(runs.read_settings(out), self.config)
         if differ:
             raise FeatgapError(f"--out {out} holds an unfinished run with other settings ({', '.join(differ)}); "
                                "resume it with the same settings or choose another --out")
@@ -153,7 +178,13 @@ class Trainer:
         tensors["rng.cpu"] = torch.get_rng_state()
         if self.device.type == "cuda":
             tensors["rng.cuda"] = torch.cuda.get_rng_state(self.device)
+        tensors.update(getattr(self, "_rank_rng", {}))  # torchrun: ranks 1… (Distributed.rng_states)
+        # epoch and step travel inside the one file resume reads, so a crash between the two writes
+        # below cannot pair a state with another epoch's number (state.json is for people and tools)
+        tensors["state.epoch"] = torch.tensor(epoch, dtype=torch.int64)
+        tensors["state.step"] = torch.tensor(self.step, dtype=torch.int64)
         runs.write_tensors(self.out / runs.LAST, tensors)
+        self.saved_epoch = epoch
         runs.write_json(self.out / runs.STATE, {"epoch": epoch, "step": self.step})
 
     def _keep_epoch(self, epoch: int, eval_model: nn.Module) -> None:
@@ -169,9 +200,12 @@ class Trainer:
         out = self.out
         assert out is not None
         if not (out / runs.LAST).exists():
+            if self.dist.is_main:  # under torchrun every rank reads the run, rank 0 alone writes it
+                runs.truncate_metrics(out, 0)  # killed in epoch 1 after its metrics line: it is trained again
             return
-        state = runs.read_json(out / runs.STATE)
         full = runs.read_tensors(out / runs.LAST)
+        state = ({"epoch": int(full["state.epoch"]), "step": int(full["state.step"])} if "state.epoch" in full
+                 else runs.read_json(out / runs.STATE))  # a checkpoint of an older featgap
         part = lambda p: {k[len(p):]: v for k, v in full.items() if k.startswith(p)}  # noqa: E731
         runs.load_state_into(self.model, part("model."), str(out))
         if ema is not None:
@@ -186,17 +220,68 @@ class Trainer:
         torch.set_rng_state(full["rng.cpu"])
         if "rng.cuda" in full and self.device.type == "cuda":
             torch.cuda.set_rng_state(full["rng.cuda"], self.device)
+        if not self.dist.restore_rng(full, self.config.seed, state["epoch"]):
+            print(f"rank {self.dist.rank}: the checkpoint holds no random state for this rank (it was written by "
+                  "fewer processes); it continues with a fresh stream", flush=True)
         self.start_epoch, self.step = state["epoch"], state["step"]
+        self.saved_epoch = self.start_epoch
+        # metrics.jsonl may be ahead of the state (killed between an epoch's line and its checkpoint):
+        # drop those lines, so that every epoch is recorded exactly once
+        records = runs.truncate_metrics(out, self.start_epoch) if self.dist.is_main else []
+        if records:
+            self.last_record = records[-1]
 
     # ------------------------------------------------------------------ the loop
     def fit(self) -> nn.Module:
-        """Train; return the model to evaluate (the EMA copy when EMA is on), in eval mode."""
+        """Train; return the model to evaluate (the EMA copy when EMA is on), in eval mode.
+
+        With ``out``, the run directory is locked for the whole fit (``OUT/.lock``,
+        :class:`featgap.runs.RunLock`): a second process pointed at it is refused. Every file is
+        written atomically, and a process killed at any moment leaves a run that the same call
+        resumes exactly. A failed write (disk full, no permission) and a non-finite loss stop
+        with a one-line :class:`FeatgapError`, the last good checkpoint kept. ``detect_anomaly``
+        runs the whole fit under :func:`torch.autograd.detect_anomaly`.
+        """
+        anomaly = torch.autograd.detect_anomaly() if self.config.detect_anomaly else contextlib.nullcontext()
+        if self.out is None or not self.dist.is_main:  # ranks 1… of a torchrun job read the run, never write it
+            with anomaly:
+                return self._fit()
+        with runs.RunLock(self.out), anomaly:
+            self._check_out_dir()  # again, now that no other process can write it
+            for folder in (self.out, self.out / "checkpoints"):
+                cache.remove_temporaries(folder)  # left by a process killed mid-write
+            try:
+                return self._fit()
+            except runs.WriteError as err:
+                raise runs.WriteError(f"{err}; {self._kept()}, rerun the same command to resume once "
+                                      "the disk has space and the folder is writable") from None
+
+    def _kept(self) -> str:
+        """Which checkpoint survives a stop: for the one-line errors of :meth:`fit`."""
+        epoch = getattr(self, "saved_epoch", None)
+        if self.out is None:
+            return "nothing was saved (no out)"
+        if epoch is None:
+            return "no checkpoint had been written yet"
+        return f"the last good checkpoint (epoch {epoch}, {self.out / runs.LAST}) is kept"
+
+    def _non_finite(self, value: float, epoch: int, i: int, steps: int) -> str:
+        return (f"non-finite loss ({value}) at epoch {epoch + 1}, step {i + 1} of {steps} (step {self.step} of "
+                f"the run): training stopped; {self._kept()}. Lower --lr (or check the data), or rerun with "
+                "--detect-anomaly to find the operation that produced it")
+
+    def _fit(self) -> nn.Module:
         cfg, dev = self.config, self.device
         cuda = dev.type == "cuda"
         model = self.model.to(dev)
         self.method.to(dev)
         if cuda and cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)
+        # torchrun: SyncBatchNorm on CUDA (or plain batch norm whose buffers follow rank 0's), rank 0's
+        # weights everywhere, and each rank its own random stream for PGD's starts; one process: nothing
+        model, plain_bn = self.dist.prepare_model(model)
+        self.dist.broadcast_module(model)
+        self.dist.seed_rank(cfg.seed)
         optimizer = torch.optim.SGD(self.method.param_groups(model), lr=cfg.lr, momentum=cfg.momentum,
                                     weight_decay=cfg.weight_decay, nesterov=cfg.nesterov)
         self.optimizer = optimizer
@@ -205,8 +290,9 @@ class Trainer:
         if self.out is not None:
             if getattr(self, "_resume_from", None) is not None:
                 self._resume(optimizer, ema)
-            else:
+            elif self.dist.is_main:
                 runs.write_json(self.out / runs.CONFIG, self._config_record())
+                cache.crash_point("config")
         loader = fg_data.BatchLoader(self.train_set, cfg.batch_size, shuffle=True, augment=cfg.augment,
                                      drop_last=len(self.train_set) > cfg.batch_size, device=dev, seed=cfg.seed,
                                      channels_last=cuda and cfg.channels_last, extra=self.extra_set,
@@ -221,6 +307,8 @@ class Trainer:
             seen = 0
             bar = progress(loader, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", leave=False)
             for i, (x, y) in enumerate(bar):
+                # torchrun: every rank draws the same global batch and keeps its part
+                x, y = distributed.slice_of(x, self.dist), distributed.slice_of(y, self.dist)
                 t = epoch + i / len(loader)
                 lr = cfg.lr * lr_factor(t, cfg.epochs, cfg.schedule, cfg.lr_steps or (), cfg.warmup_epochs)
                 for group in optimizer.param_groups:
@@ -230,36 +318,51 @@ class Trainer:
                     loss, metrics = self.method.loss(model, x, y, eps)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                self.dist.average_gradients((p for g in optimizer.param_groups for p in g["params"]), len(y))
                 optimizer.step()
+                self.dist.sync_buffers(plain_bn)
                 self.step += 1
                 if ema is not None:
                     ema.update(model, self.step)
                 b = len(y)
                 seen += b
-                for k, v in {"loss": loss.detach(), **metrics}.items():
-                    sums[k] = sums.get(k, 0.0) + float(v) * b
+                values = {k: float(v) for k, v in {"loss": loss.detach(), **metrics}.items()}
+                if not math.isfinite(values["loss"]):  # read anyway for the averages: no extra sync
+                    raise FeatgapError(self._non_finite(values["loss"], epoch, i, len(loader)))
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v * b
+                cache.crash_point("step")
                 bar.set_postfix({k: f"{v / seen:.3f}" for k, v in sums.items()}, refresh=False)
+            sums, seen = self.dist.sum_over_ranks(sums, seen)  # torchrun: the global batch's averages
             eval_model = ema.module if ema is not None else model
             record = {"epoch": epoch + 1, "step": self.step, "lr": lr, "eps": eps,
                       **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}
-            for callback in self.callbacks:
+            for callback in self.callbacks if self.dist.is_main else ():  # torchrun: rank 0 monitors, others wait
                 record.update(callback(eval_model, epoch))
+                cache.crash_point("callback")
             record["seconds"] = time.perf_counter() - epoch_start
+            record = self.dist.broadcast_object(record)
             if self.out is not None:
+                self._rank_rng = self.dist.rng_states()  # a collective: every rank, before rank 0 writes
+            if self.out is not None and self.dist.is_main:
                 runs.append_jsonl(self.out / runs.METRICS, record)
+                cache.crash_point("metrics")  # a resume drops this line again: the state below is missing
                 if cfg.keep_checkpoints and (epoch + 1) % cfg.keep_checkpoints == 0:
                     self._keep_epoch(epoch + 1, eval_model)
                 self._save_checkpoint(epoch + 1, optimizer, ema)
             self.last_record = record
         final = self.method.export(ema.module if ema is not None else model)
-        if self.out is not None:
+        if self.out is not None and self.dist.is_main:
             runs.write_tensors(self.out / runs.FINAL, final.state_dict())
             runs.write_json(self.out / runs.SUMMARY, {
                 "epochs": cfg.epochs, "exported": "ema" if ema is not None else "raw", "device": str(dev),
                 "train_seconds_this_session": time.perf_counter() - started,
                 "last_epoch": getattr(self, "last_record", None)})
-        print(finished_line(cfg.method, cfg.epochs, time.perf_counter() - started, getattr(self, "last_record", None),
-                            self.out), flush=True)  # a record that stays when the progress bars are gone
+        if self.dist.is_main:
+            print(finished_line(cfg.method, cfg.epochs, time.perf_counter() - started,
+                                getattr(self, "last_record", None), self.out), flush=True)  # stays after the bars
+        self.dist.barrier()  # the run directory is complete before any rank goes on (e.g. to stage 2)
+        distributed.dump_for_test(self.dist, model)
         return final.eval()
 
 

@@ -2,9 +2,9 @@
 
 What it shows (one figure, :func:`featgap.plots.results.run_comparison`):
 
-* the results table of the selected runs from their ``eval.json``: clean / PGD / AutoAttack /
-  robust accuracy with ``n`` and 95 % intervals, the mean feature gap, and the sanity checks —
-  a failed check is named in red, never hidden; a run without ``eval.json`` keeps its row, with a note;
+* the results table of the selected runs from their evaluations (:func:`featgap.runs.read_eval`):
+  clean / PGD / AutoAttack / robust accuracy with ``n`` and 95 % intervals, the mean feature gap, and the sanity checks —
+  a failed check is named in red, never hidden; a run without an evaluation keeps its row, with a note;
 * the mean feature gap against robust accuracy, one labelled point per run;
 * with images ``x, y``: the alignment measures of :func:`featgap.probes.geometry_table` at
   ``layer`` (misalignment, alignment, uniformity), one bar per run — computed once per run (with a
@@ -40,7 +40,7 @@ class RunComparer(View):
 
     Arguments:
         runs (list[str | Path]): run directories (at least one; each must exist and hold a
-            ``config.json``; ``eval.json`` is read when present).
+            ``config.json``; its evaluation is read when present).
         x (Tensor | None): natural images ``(N, C, H, W)`` in [0, 1] for the alignment measures;
             ``None`` leaves the alignment panels out. y (Tensor | None): their labels ``(N,)``
             (every class needs a sample: the class centroids come from ``x``).
@@ -48,6 +48,10 @@ class RunComparer(View):
             dataset ε from its ``config.json``)
         layer (str): the layer measured. (Default: ``"pool"``)
         device (str): where the models run. (Default: ``"cpu"``)
+        evaluation (dict | None): which evaluation of each run to show, by settings: keywords of
+            :func:`featgap.runs.read_eval`, e.g. ``{"n": 150, "autoattack": True}``. (Default:
+            ``None``, the largest, AutoAttack preferred; the table's source files are in
+            ``results["eval_file"]``)
 
     Attributes:
         select (SelectMultiple): which runs are shown. metric (Dropdown): the gap measure.
@@ -59,7 +63,8 @@ class RunComparer(View):
     """
 
     def __init__(self, runs: Sequence[str | Path], x: torch.Tensor | None = None, y: torch.Tensor | None = None, *,
-                 eps: float | None = None, layer: str = "pool", device: str = "cpu") -> None:
+                 eps: float | None = None, layer: str = "pool", device: str = "cpu",
+                 evaluation: dict | None = None) -> None:
         if isinstance(runs, (str, Path)):
             runs = [runs]
         paths = [Path(r) for r in runs]
@@ -67,7 +72,7 @@ class RunComparer(View):
             raise FeatgapError("RunComparer needs at least one run directory")
         if (x is None) != (y is None):
             raise FeatgapError("give both x and y (images and labels) for the alignment measures, or neither")
-        self.results = load_results(paths)  # a missing run or a directory without config.json: one line
+        self.results = load_results(paths, evaluation=evaluation)  # a missing run or a directory without config.json: one line
         self.paths = dict(zip(self.results["run"], paths))
         self.x, self.y, self.eps, self.layer, self.device = x, y, eps, layer, device
         self.models = {}
