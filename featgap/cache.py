@@ -120,6 +120,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None], *, durable: boo
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     os.close(fd)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; the file gets what open() would give it
         write(tmp)
         if durable:
             _fsync(tmp)
@@ -130,6 +131,13 @@ def atomic_write(path: str | Path, write: Callable[[str], None], *, durable: boo
         raise
     if durable:
         _fsync(path.parent, folder=True)
+
+
+def _umask() -> int:
+    """The process's umask (read by setting and restoring it: there is no getter)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync(path: str | Path, folder: bool = False) -> None:

@@ -98,3 +98,17 @@ def test_cache_imports_nothing_of_featgap():
     names = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     names += [n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)]
     assert not [n for n in names if n.startswith("featgap")]
+
+
+def test_atomic_write_gives_the_file_the_umask_mode_not_0600(tmp_path):
+    """A run file on a shared teaching server must be readable as any file the user writes (mkstemp makes 0600)."""
+    import os
+
+    from featgap.cache import atomic_write
+
+    old = os.umask(0o022)
+    try:
+        atomic_write(tmp_path / "a.json", lambda tmp: open(tmp, "w").write("{}"))
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644

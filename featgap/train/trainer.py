@@ -305,6 +305,7 @@ class Trainer:
             model.train()
             sums: dict[str, float] = {}
             seen = 0
+            first_bad: str | None = None
             bar = progress(loader, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", leave=False)
             for i, (x, y) in enumerate(bar):
                 # torchrun: every rank draws the same global batch and keeps its part
@@ -327,13 +328,20 @@ class Trainer:
                 b = len(y)
                 seen += b
                 values = {k: float(v) for k, v in {"loss": loss.detach(), **metrics}.items()}
-                if not math.isfinite(values["loss"]):  # read anyway for the averages: no extra sync
-                    raise FeatgapError(self._non_finite(values["loss"], epoch, i, len(loader)))
+                if not math.isfinite(values["loss"]) and first_bad is None:  # read anyway for the averages
+                    first_bad = self._non_finite(values["loss"], epoch, i, len(loader))
+                    if not self.dist.enabled:
+                        raise FeatgapError(first_bad)
                 for k, v in values.items():
                     sums[k] = sums.get(k, 0.0) + v * b
                 cache.crash_point("step")
                 bar.set_postfix({k: f"{v / seen:.3f}" for k, v in sums.items()}, refresh=False)
             sums, seen = self.dist.sum_over_ranks(sums, seen)  # torchrun: the global batch's averages
+            # torchrun: a rank that met a non-finite loss goes on to here (stopping alone would leave
+            # the others waiting in a collective); every rank sees the non-finite sum and stops.
+            if not math.isfinite(sums.get("loss", 0.0)):
+                raise FeatgapError(first_bad or f"non-finite loss on another torchrun rank in epoch {epoch + 1}: "
+                                                f"training stopped; {self._kept()}")
             eval_model = ema.module if ema is not None else model
             record = {"epoch": epoch + 1, "step": self.step, "lr": lr, "eps": eps,
                       **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()}}
