@@ -169,7 +169,7 @@ def _add_train(t: argparse.ArgumentParser) -> None:
     t.add_argument("--detect-anomaly", action="store_true", default=None,
                    help="debugging: train under torch.autograd.detect_anomaly, so a NaN fails at the operation that "
                    "made it, with its traceback (several times slower; a rerun with it resumes the same run; "
-                   "default: off)")
+                   "default False: off)")
     g = t.add_argument_group("method options", "Generated from each method's declared options "
                              "(featgap/methods/). A flag applies only to the methods it names; "
                              "left out, the option is the preset's, else the method's default.")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
 import torch
@@ -181,16 +182,29 @@ def _stream(seed: int, name: str, batch: int) -> torch.Generator:
 
 def _pgd_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, eps: float, steps: int, norm: str,
                 batch_size: int, desc: str, step_size: float | None = None, objective: Objective = cross_entropy,
-                seed: int = 0, stream: str = "ce", restarts: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
-    """PGD examples and per-sample 'still correct after PGD' flags; random starts from ``stream``."""
-    advs, ok = [], []
+                seed: int = 0, stream: str = "ce", restarts: int = 1, keep: bool = True,
+                on_batch: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None
+                ) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """PGD examples (``None`` unless ``keep``) and per-sample 'still correct after PGD' flags; random
+    starts from ``stream``.
+
+    Streamed: one batch of examples exists at a time, plus, with ``keep``, one preallocated tensor
+    shaped like ``x`` that receives them (no list of batches concatenated at the end, which would
+    hold every example twice). ``on_batch(start, x_adv_batch, ok_batch)`` sees each batch's examples.
+    """
+    advs = torch.empty_like(x) if keep else None
+    ok = torch.empty(len(x), dtype=torch.bool, device=x.device)
     for b, i in enumerate(progress(range(0, len(x), batch_size), desc=desc, leave=False)):
         xb, yb = x[i:i + batch_size], y[i:i + batch_size]
         x_adv = pgd(model, xb, yb, eps=eps, steps=steps, norm=norm, step_size=step_size, objective=objective,
                     restarts=restarts, generator=_stream(seed, stream, b))
-        advs.append(x_adv)
-        ok.append(_accuracy_mask(model, x_adv, yb, batch_size))
-    return torch.cat(advs), torch.cat(ok)
+        ok_b = _accuracy_mask(model, x_adv, yb, batch_size)
+        ok[i:i + len(yb)] = ok_b
+        if advs is not None:
+            advs[i:i + len(yb)] = x_adv
+        if on_batch is not None:
+            on_batch(i, x_adv, ok_b)
+    return advs, ok
 
 
 def _percent(mask: torch.Tensor) -> float:
@@ -354,6 +368,11 @@ def evaluate(model: nn.Module, data: ImageSet, *, eps: float | None = None, norm
     Returns:
         an :class:`EvalResult`; ``result.report()`` prints it, ``result.flags`` are the failed checks.
 
+    Memory: every attack runs in batches of ``batch_size``; beyond one batch's activations the
+    evaluation holds, for all images, their float copy, one set of adversarial examples (for the
+    feature gap; both PGD attacks' with ``keep_examples``) and per-image flags
+    (``benchmarks/bench_memory.py``, ``tests/test_memory.py``).
+
     Example::
 
         >>> r = evaluate(model, featgap.data.load("cifar10", "test"), norm="l2", n=1000)  # ε = 0.5
@@ -380,18 +399,33 @@ def evaluate(model: nn.Module, data: ImageSet, *, eps: float | None = None, norm
     torch.manual_seed(seed)
     clean_mask = _accuracy_mask(model, x, y, batch_size)
     attack = dict(eps=eps, steps=pgd_steps, norm=norm, batch_size=batch_size, step_size=alpha, seed=seed)
-    x_ce, ce_ok = _pgd_attack(model, x, y, desc=f"PGD-{pgd_steps} CE", stream="ce", **attack)
+    has_features = hasattr(model, "features")
+    # Streamed in batches: the examples are kept only where they are needed (the feature gap, or
+    # keep_examples), and without keep_examples the margin attack's are written straight into the
+    # CE attack's tensor where only the margin attack fools the model (the example of the gap).
+    x_ce, ce_ok = _pgd_attack(model, x, y, desc=f"PGD-{pgd_steps} CE", stream="ce",
+                              keep=keep_examples or has_features, **attack)
+    x_adv = x_ce if has_features and not keep_examples else None
+
+    def take_margin(i: int, xb_margin: torch.Tensor, margin_ok_b: torch.Tensor) -> None:
+        use = ce_ok[i:i + len(margin_ok_b)] & ~margin_ok_b
+        x_adv[i:i + len(margin_ok_b)][use] = xb_margin[use]
+
     x_m, margin_ok = _pgd_attack(model, x, y, desc=f"PGD-{pgd_steps} margin", objective=margin, stream="margin",
-                                 **attack)
+                                 keep=keep_examples, on_batch=take_margin if x_adv is not None else None, **attack)
     pgd_mask = clean_mask & ce_ok & margin_ok
     result = EvalResult(n=len(y), eps=eps, norm=norm, seed=seed, clean=_percent(clean_mask), pgd=_percent(pgd_mask),
                         pgd_steps=pgd_steps, pgd_ce=_percent(ce_ok), pgd_margin=_percent(margin_ok),
                         pgd_step_size=alpha, aa_version=aa_version)
     masks = {"clean": clean_mask, f"PGD-{pgd_steps} CE": ce_ok, f"PGD-{pgd_steps} margin": margin_ok}
-    if hasattr(model, "features"):
-        use_margin = (ce_ok & ~margin_ok).view(-1, *([1] * (x.ndim - 1)))
-        x_adv = torch.where(use_margin, x_m, x_ce)  # the example that fools the model, if one does
+    if has_features:
+        if x_adv is None:  # keep_examples: both attacks' examples are kept, combined here
+            use_margin = (ce_ok & ~margin_ok).view(-1, *([1] * (x.ndim - 1)))
+            x_adv = torch.where(use_margin, x_m, x_ce)  # the example that fools the model, if one does
         result.feature_gap = {k: v.mean().item() for k, v in feature_gap(model, x, x_adv, batch_size=batch_size).items()}
+    x_adv = None  # the checks and AutoAttack need no examples: free them (x_ce too, unless keep_examples)
+    if not keep_examples:
+        x_ce = x_m = None
     aa_warnings: list[str] = []
     x_aa = x.clone() if keep_examples and autoattack else None
     if autoattack:
@@ -482,10 +516,12 @@ def _sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, r: EvalRe
     order = torch.arange(len(y) - 1, -1, -1, device=y.device)
     half = max(1, (min(batch_size, len(y)) + 1) // 2)
     again = torch.empty_like(clean_mask)
-    again[order] = _accuracy_mask(model, x[order], y[order], half)
+    for i in range(0, len(y), half):  # the batches of x[order], without copying all of x in that order
+        idx = order[i:i + half]
+        again[idx] = _accuracy_mask(model, x[idx], y[idx], half)
     disagree = int((again != clean_mask).sum())
     eps0 = min(eps, EPS_ZERO)
-    _, zero_ok = _pgd_attack(model, x, y, eps=eps0, steps=2, desc="check ε→0", stream="zero", **run)
+    _, zero_ok = _pgd_attack(model, x, y, eps=eps0, steps=2, desc="check ε→0", stream="zero", keep=False, **run)
     masks[f"PGD-2 CE at ε={eps0:g}"] = zero_ok
     changed = int((zero_ok != clean_mask).sum())
     allowed = max(1, n // 1000)
@@ -496,7 +532,7 @@ def _sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, r: EvalRe
 
     # 2. The same CE attack at half the radius (half the step) must not leave fewer images correct.
     _, half_ok = _pgd_attack(model, x, y, eps=eps / 2, steps=k, step_size=alpha / 2, desc="check ε/2",
-                             stream="half", **run)
+                             stream="half", keep=False, **run)
     masks[f"PGD-{k} CE at ε/2"] = half_ok
     at_half = _percent(half_ok)
     checks.append(Check(CHECK_EPS, at_half >= r.pgd_ce,
@@ -505,7 +541,7 @@ def _sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, r: EvalRe
     # 3. Fewer steps (5, or k // 2 for k < 10; the same total path k·α) must not find more.
     few_steps = max(1, min(5, k // 2))
     _, few_ok = _pgd_attack(model, x, y, eps=eps, steps=few_steps, step_size=alpha * k / few_steps,
-                            desc=f"check PGD-{few_steps}", stream="few", **run)
+                            desc=f"check PGD-{few_steps}", stream="few", keep=False, **run)
     masks[f"PGD-{few_steps} CE"] = few_ok
     few = _percent(few_ok)
     checks.append(Check(CHECK_STEPS, few >= r.pgd_ce,
@@ -514,7 +550,7 @@ def _sanity_checks(model: nn.Module, x: torch.Tensor, y: torch.Tensor, r: EvalRe
     # 4. Restarts: the main CE run again with RESTARTS restarts, the first from the same random
     # start. For a deterministic model every image the single run fooled stays fooled.
     _, restart_ok = _pgd_attack(model, x, y, eps=eps, steps=k, step_size=alpha, desc=f"check {RESTARTS} restarts",
-                                stream="ce", restarts=RESTARTS, **run)
+                                stream="ce", restarts=RESTARTS, keep=False, **run)
     masks[f"PGD-{k} CE × {RESTARTS} restarts"] = restart_ok
     revived = int((~ce_ok & restart_ok).sum())
     with_restarts = _percent(restart_ok)

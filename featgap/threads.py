@@ -1,11 +1,11 @@
 """How many CPU threads torch uses, chosen on purpose: ``--threads``, ``FEATGAP_THREADS``, or measured.
 
 On a shared machine, torch's default (one thread per core) oversubscribes the cores that other
-processes already use: one PGD-AT epoch of smallcnn on a 2-core machine with another job on
-one core took 4× longer with 2 threads than with 1 (issue 16; the figures are in README's
-"Speed" section, from ``benchmarks/bench_threads.py``). A thread too few costs at most the
-second core's share on an idle machine; a thread too many costs several times that on a busy
-one. So the default takes the cores this process may use and subtracts the ones busy with
+processes already use: a PGD-AT epoch of smallcnn on a busy 2-core machine took 8–10× longer
+with 2 threads than with 1 (141 s vs 17 s; 264 s vs 27 s with one more busy process; README's
+"Speed" section, ``benchmarks/bench_threads.py``; issue 16 saw 4× with one other job). A thread
+too few costs at most the second core's share on an idle machine; a thread too many costs
+several times the whole epoch on a busy one. So the default takes the cores this process may use and subtracts the ones busy with
 other work right now::
 
     threads = max(1, cores − others)

@@ -64,15 +64,18 @@ def adversarial_examples(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, 
             return pgd(m, xb, yb, eps=eps, steps=steps, norm=norm)
 
     device = model_device(model)
-    out = []
+    out: torch.Tensor | None = None  # filled batch by batch: never a list of batches and their concatenation at once
     batches = range(0, len(x), batch_size)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         if seed is not None:
             torch.manual_seed(seed)
         for i in progress(batches, desc="attack", leave=False) if len(batches) > 1 else batches:
             xb = as_float_images(x[i:i + batch_size]).to(device)
-            out.append(attack(model, xb, y[i:i + batch_size].to(device)).detach().cpu())
-    return torch.cat(out) if out else torch.empty_like(as_float_images(x))
+            adv = attack(model, xb, y[i:i + batch_size].to(device)).detach()
+            if out is None:
+                out = torch.empty((len(x), *adv.shape[1:]), dtype=adv.dtype)
+            out[i:i + len(adv)] = adv
+    return out if out is not None else torch.empty_like(as_float_images(x))
 
 
 def with_adversarial(model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, x_adv: torch.Tensor | None, *,
