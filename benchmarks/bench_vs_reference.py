@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import io
 import json
 import os
@@ -410,6 +411,8 @@ def gpu_suite(args: argparse.Namespace) -> list[dict]:
                     seconds, mem, flops = time_step(step, device, warmup, steps)
                     del step, model
                 except torch.cuda.OutOfMemoryError:
+                    step = model = None  # let the failed case's tensors go before the next one
+                    gc.collect()
                     row["error"] = "out of memory"
                     rows.append(row)
                     torch.cuda.empty_cache()

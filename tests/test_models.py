@@ -203,3 +203,32 @@ def test_wideresnet_is_general() -> None:
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 3)
     with pytest.raises(ValueError, match="6n"):
         WideResNet(depth=33, widen_factor=10)
+
+
+def test_smallcnn_skips_its_identity_pool_bit_for_bit():
+    """At 28×28 the 7×7 adaptive pool is the identity: skipping it (AvgPoolTo) must give exactly the
+    logits and input gradients of nn.AdaptiveAvgPool2d, and at 32×32 it must still pool."""
+    import torch.nn.functional as F
+
+    from featgap.models.smallcnn import AvgPoolTo, avg_pool_to
+
+    t = torch.randn(2, 32, 7, 7)
+    assert avg_pool_to(t, 7) is t  # passed through, no kernel call
+    t8 = torch.randn(2, 32, 8, 8)
+    assert torch.equal(avg_pool_to(t8, 7), F.adaptive_avg_pool2d(t8, 7))
+
+    torch.manual_seed(0)
+    new = create("smallcnn", 10, 1)
+    assert isinstance(new.pool[0], AvgPoolTo) and isinstance(new.pool[0], nn.AdaptiveAvgPool2d)
+    old = create("smallcnn", 10, 1)
+    old.load_state_dict(new.state_dict())
+    old.pool[0] = nn.AdaptiveAvgPool2d(7)
+    for size in (28, 32):
+        x = torch.rand(16, 1, size, size)
+        grads = []
+        for model in (new, old):
+            xi = x.clone().requires_grad_(True)
+            logits = model(xi)
+            F.cross_entropy(logits, torch.arange(16) % 10).backward()
+            grads.append((logits.detach(), xi.grad))
+        assert torch.equal(grads[0][0], grads[1][0]) and torch.equal(grads[0][1], grads[1][1]), size
