@@ -70,3 +70,16 @@ def test_plotly_figurewidget_has_its_anywidget():
         assert _version(version("anywidget")) >= _version(deps["anywidget"]), (version("anywidget"), deps["anywidget"])
     fw = go.FigureWidget(go.Scatter(x=[0, 1], y=[1, 0]))
     assert list(fw.data[0].x) == [0, 1]
+
+
+def test_run_provenance_records_versions_without_importing_torchvision_or_autoattack():
+    """environment_info() goes into every config.json; importing torchvision only to read its version cost 0.37 s."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from featgap import runs; i = runs.environment_info(); "
+            "print(i['torchvision'], i['pyautoattack'], 'torchvision' in sys.modules, 'pyautoattack' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    import torchvision
+
+    assert out == [torchvision.__version__, out[1], "False", "False"] and out[1] != "None"
