@@ -7,11 +7,12 @@
    natural weights) and AFD (the same, plus the feature disentangler and the natural teacher;
    :mod:`featgap.methods.afd`), both with the ``mnist5k-smallcnn-*`` presets' settings on a
    shorter schedule.
-4. Train AFA (:mod:`featgap.methods.afa`): adversarial supervised-contrastive pre-training of
-   the encoder, then ALF (a linear head trained with PGD-AT on the frozen encoder), with the
-   ``mnist5k-smallcnn-afa`` preset on a shorter schedule. Its two stages are the run
-   directories ``afa-pretrain`` and ``afa``.
-5. Evaluate all five on a stratified subset of the test split: clean, PGD-20 (CE and logit
+4. With ``--runs ... afa`` (not by default, to stay within 3 minutes on a 2-core CPU:
+   :data:`DEFAULT_RUNS`): train AFA (:mod:`featgap.methods.afa`): adversarial
+   supervised-contrastive pre-training of the encoder, then ALF (a linear head trained with
+   PGD-AT on the frozen encoder), with the ``mnist5k-smallcnn-afa`` preset on a shorter
+   schedule. Its two stages are the run directories ``afa-pretrain`` and ``afa``.
+5. Evaluate every run on a stratified subset of the test split: clean, PGD-20 (CE and logit
    margin, worst case per image) and standard AutoAttack accuracy, robust accuracy (the worst
    case over every attack), with the sanity checks of ``docs/evaluation.md``.
 6. Print a table with the **feature gap** of each model: how far the features of an input and
@@ -22,13 +23,15 @@
    feature maps (vAFT and AFD before / after fine-tuning), AFD's components and the alignment
    measures, measured on the same test subset; it opens offline in any browser.
 
-Finished runs in ``--out`` are reused (``--fresh`` retrains), so the demo can be rerun to look
-at the table again.
+Training and evaluation run as a job graph on two worker processes when the CPU has two free
+cores (:mod:`featgap.jobs`; one process on a GPU). Finished runs in ``--out`` are reused
+(``--fresh`` retrains), so the demo can be rerun to look at the table again.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -78,6 +81,28 @@ DEMO_RUNS: dict[str, TrainConfig] = {
     "afd": _fine_tune("afd"),
     "afa": _afa(),
 }
+"""Every run the demo can train: name → recipe."""
+
+DEFAULT_RUNS = ("standard", "pgd_at", "vaft", "afd")
+"""What ``featgap demo`` trains and evaluates unless ``--runs`` says otherwise. AFA is left out of
+the default to keep the demo within 3 minutes on a 2-core CPU: each robust model costs about a
+minute of AutoAttack (FAB-T and Square; README "What the demo does"), and AFA's two stages another
+minute of training. ``featgap demo --runs standard pgd_at vaft afd afa`` adds it; tutorial 3 teaches it."""
+
+
+def demo_runs(names: Sequence[str]) -> tuple[str, ...]:
+    """``names`` checked and completed: vAFT and AFD fine-tune the standard run, which is added if missing.
+
+    >>> demo_runs(["afd"])
+    ('standard', 'afd')
+    """
+    from featgap.errors import FeatgapError
+
+    unknown = [n for n in names if n not in DEMO_RUNS]
+    if unknown:
+        raise FeatgapError(f"--runs: unknown demo run {unknown[0]!r}; choose from {', '.join(DEMO_RUNS)}")
+    wanted = set(names) | ({"standard"} if {"vaft", "afd"} & set(names) else set())
+    return tuple(n for n in DEMO_RUNS if n in wanted)
 
 
 def _train_or_reuse(name: str, cfg: TrainConfig, out: Path, fresh: bool) -> str:
@@ -104,19 +129,22 @@ def _evaluate_run(name: str, out: Path, n: int, seed: int, device: str) -> EvalR
     return result
 
 
-def _jobs(out: Path, n: int, device: str, seed: int, fresh: bool) -> dict[str, Job]:
+def _jobs(names: tuple[str, ...], out: Path, n: int, device: str, seed: int, fresh: bool) -> dict[str, Job]:
     """The demo as a job graph: train each run (vAFT and AFD after the standard run they start
     from), evaluate each run after it is trained. Longest jobs first, so two workers finish together."""
     configs = {}
-    for name, cfg in DEMO_RUNS.items():
+    for name in names:
+        cfg = DEMO_RUNS[name]
         init = str(out / "standard") if cfg.method in ("vaft", "afd") else None
         configs[name] = TrainConfig(**{**cfg.as_dict(), "device": device, "seed": seed, "init": init})
     jobs: dict[str, Job] = {}
     for name in ("afa", "pgd_at", "standard", "afd", "vaft"):
-        after = ("train:standard",) if configs[name].init else ()
-        jobs[f"train:{name}"] = Job(_train_or_reuse, (name, configs[name], out, fresh), after)
+        if name in configs:
+            after = ("train:standard",) if configs[name].init else ()
+            jobs[f"train:{name}"] = Job(_train_or_reuse, (name, configs[name], out, fresh), after)
     for name in ("pgd_at", "afa", "afd", "vaft", "standard"):
-        jobs[f"evaluate:{name}"] = Job(_evaluate_run, (name, out, n, seed, device), (f"train:{name}",))
+        if name in configs:
+            jobs[f"evaluate:{name}"] = Job(_evaluate_run, (name, out, n, seed, device), (f"train:{name}",))
     return jobs
 
 
@@ -171,7 +199,7 @@ def format_components(run_dir: Path, test: data.ImageSet, n: int, seed: int, dev
     return "\n".join(lines)
 
 
-def write_report(out: str | Path, names: tuple[str, ...] = tuple(DEMO_RUNS), n: int = DEMO_N, seed: int = 0,
+def write_report(out: str | Path, names: tuple[str, ...] = DEFAULT_RUNS, n: int = DEMO_N, seed: int = 0,
                  device: str = "auto", evaluation: dict | None = None) -> report.Report:
     """The demo's HTML report, ``OUT/report.html``: :func:`featgap.report.write` on the runs ``OUT/NAME``
     with ``compute`` on, probing the same ``n`` stratified test images the evaluation used, and
@@ -187,15 +215,17 @@ def write_report(out: str | Path, names: tuple[str, ...] = tuple(DEMO_RUNS), n: 
 
 
 def run_demo(out: str | Path = "runs/demo", n: int = DEMO_N, device: str = "auto", seed: int = 0,
-             fresh: bool = False) -> dict[str, EvalResult]:
-    """Train, evaluate and print; returns the evaluation results by run name."""
+             fresh: bool = False, names: Sequence[str] = DEFAULT_RUNS) -> dict[str, EvalResult]:
+    """Train the runs ``names`` (:data:`DEFAULT_RUNS`; any of :data:`DEMO_RUNS`), evaluate and print;
+    returns the evaluation results by run name."""
     from featgap.errors import FeatgapError
 
     if n < 10:
         raise FeatgapError(f"--n must be at least 10; got {n}")
+    names = demo_runs(names)
     out = Path(out)
     start = time.perf_counter()
-    jobs = _jobs(out, n, device, seed, fresh)
+    jobs = _jobs(names, out, n, device, seed, fresh)
     workers, per_worker = plan_workers(resolve_device(device).type, list(jobs), threads.cores(),
                                        torch.get_num_threads())
     if workers > 1:
@@ -203,23 +233,24 @@ def run_demo(out: str | Path = "runs/demo", n: int = DEMO_N, device: str = "auto
               f"thread{'s' if per_worker > 1 else ''} each (featgap.jobs)")
     done = run_jobs(jobs, workers=workers, threads=per_worker, desc="demo",
                     on_done=lambda name, r: print(r, flush=True) if name.startswith("train:") else None)
-    results: dict[str, EvalResult] = {name: done[f"evaluate:{name}"] for name in DEMO_RUNS}
+    results: dict[str, EvalResult] = {name: done[f"evaluate:{name}"] for name in names}
     test = data.load("mnist5k", "test")
     print()
-    print(f"mnist5k test subset: n = {results['standard'].n} (stratified, seed {seed}), "
+    print(f"mnist5k test subset: n = {next(iter(results.values())).n} (stratified, seed {seed}), "
           f"L∞ ε = {test.info.eps}, smallcnn")
     print(format_table(results))
     print(TABLE_LEGEND)
-    print()
-    print(format_components(out / "afd", test, n=n, seed=seed, device=device))
+    if "afd" in names:
+        print()
+        print(format_components(out / "afd", test, n=n, seed=seed, device=device))
     print()
     for name, r in results.items():
         flagged = r.flags
         print(f"sanity checks, {name}: {len(r.checks) - len(flagged)}/{len(r.checks)} passed"
               + "".join(f"\n  FLAG {c.name}: {c.detail}" for c in flagged))
     print()
-    evaluated = {"n": results["standard"].n, "seed": seed, "autoattack": True}
-    print(write_report(out, tuple(DEMO_RUNS), n=n, seed=seed, device=device, evaluation=evaluated).line()
+    evaluated = {"n": next(iter(results.values())).n, "seed": seed, "autoattack": True}
+    print(write_report(out, names, n=n, seed=seed, device=device, evaluation=evaluated).line()
           + " — open it in any browser, no Python needed")
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; runs in {out}/")
     return results

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from featgap.demo import format_table, run_demo
+from featgap.demo import DEFAULT_RUNS, DEMO_RUNS, demo_runs, format_table, run_demo
 
 
 @pytest.mark.slow
 def test_demo_trains_evaluates_and_pgd_at_is_robust(tmp_path, capsys):
-    results = run_demo(out=tmp_path / "demo", n=100)
+    results = run_demo(out=tmp_path / "demo", n=100, names=tuple(DEMO_RUNS))  # AFA too
     std, adv = results["standard"], results["pgd_at"]
     assert adv.pgd >= std.pgd + 40.0, (std.pgd, adv.pgd)
     for r in (std, adv):
@@ -31,6 +31,16 @@ def test_demo_trains_evaluates_and_pgd_at_is_robust(tmp_path, capsys):
     assert f"report: {page} (" in out and page.stat().st_size <= 10e6
     text = page.read_text()
     assert "not measured" not in text and text.count('class="figure-spec"') >= 10
-    # a second call reuses the finished runs instead of retraining
-    run_demo(out=tmp_path / "demo", n=20)
-    assert "reusing the finished run" in capsys.readouterr().out
+    # a second call reuses the finished runs instead of retraining; by default without AFA
+    again = run_demo(out=tmp_path / "demo", n=20)
+    assert "reusing the finished run" in capsys.readouterr().out and tuple(again) == DEFAULT_RUNS
+
+
+def test_demo_runs_are_checked_and_fine_tunings_bring_their_start():
+    from featgap.errors import FeatgapError
+
+    assert DEFAULT_RUNS == ("standard", "pgd_at", "vaft", "afd")
+    assert demo_runs(["afd"]) == ("standard", "afd")
+    assert demo_runs(["afa", "pgd_at"]) == ("pgd_at", "afa")
+    with pytest.raises(FeatgapError, match="unknown demo run 'mart'"):
+        demo_runs(["mart"])
