@@ -105,3 +105,15 @@ def widget_runs(tmp_path_factory):
     x, y = test.stratified_subset(40, 0).tensors()
     out["data"] = (x, y)
     return out
+
+
+class QuantisedInput(torch.nn.Module):
+    """Shattered gradients, a masked model on purpose: the input is rounded to 5 grey levels before
+    ``model``, so the function is piecewise constant and its input gradient exactly zero."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(torch.round(x * 4) / 4)

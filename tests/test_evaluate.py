@@ -4,6 +4,7 @@ accuracies, the sanity checks (and that they flag a deliberately broken model), 
 from __future__ import annotations
 
 import pytest
+from conftest import QuantisedInput
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -315,15 +316,7 @@ class DetectsLongAttacks(nn.Module):
         return 5.0 * F.one_hot(self.clean_pred[idx], 10).float() + 0.0 * x.flatten(1).sum(1, keepdim=True)
 
 
-class Quantised(nn.Module):
-    """Shattered gradients: the input is rounded to 5 grey levels first, so the input gradient is exactly zero."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(torch.round(x * 4) / 4)
+Quantised = QuantisedInput  # shattered gradients (conftest.py)
 
 
 def _flagged(model: nn.Module, test_set, n: int = N, eps: float = 0.3, **kwargs) -> tuple[EvalResult, list[str]]:

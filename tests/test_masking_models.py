@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import QuantisedInput
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -79,15 +80,7 @@ class Saturated(nn.Module):
         return self.model(x) * 1e4
 
 
-class Quantised(nn.Module):
-    """(b) the input rounded to 5 grey levels first: piecewise constant, input gradient exactly zero."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(torch.round(x * 4) / 4)
+Quantised = QuantisedInput  # (b): the input rounded to 5 grey levels first (conftest.py)
 
 
 class Noisy(nn.Module):
