@@ -83,7 +83,8 @@ def test_tutorial_1_renders_and_responds_in_jupyterlab(tmp_path):
             nb.page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
             raise
     assert not pid_alive(pid), f"the JupyterLab server (PID {pid}) is still running"
-    assert (tmp_path / "runs" / "notebook01" / "pgd_at" / "eval.json").exists(), "the runs belong in tmp_path"
+    pgd_at = tmp_path / "runs" / "notebook01" / "pgd_at"
+    assert list(pgd_at.glob("eval-n*.json")), f"the runs and their evaluations belong in tmp_path: {sorted(pgd_at.glob('*'))}"
     print(f"whole browser check {time.monotonic() - start:.0f} s; screenshots in {tmp_path}")
 
 
