@@ -296,7 +296,8 @@ def results_text(args: argparse.Namespace, scale: dict[str, float], rows: dict[s
     lines = [
         "## AFA vs CE, PGD-AT and TRADES on mnist5k (CPU)", "",
         f"Produced by `python benchmarks/afa_experiment.py{' --tune --lr-scales ' + ' '.join(f'{x:g}' for x in args.lr_scales) if tuning else ''} "
-        f"--seeds {' '.join(map(str, args.seeds))}` on 2 shared CPU cores, one thread (runs in `{args.out}/`). "
+        f"{f'--n {args.n} ' if args.n != 1000 else ''}--seeds {' '.join(map(str, args.seeds))}` on 2 shared CPU "
+        f"cores, one thread (runs in `{args.out}/`). "
         f"Wall-clock seconds per run, training + evaluation (mean over seeds; AFA + ALF / AFF count their shared "
         f"pre-training in full): {timing}.", "",
         f"Setting: smallcnn, L∞ ε = 0.3, every model trained for {MATCHED_EPOCHS} epochs on 3,200 training digits "
@@ -305,7 +306,7 @@ def results_text(args: argparse.Namespace, scale: dict[str, float], rows: dict[s
         + ("chosen on the validation digits, the same trials for every model (table below): " if tuning else
            "(not tuned in this run): ")
         + "; ".join(f"{LABELS[m]} {lr_of(m)}" for m in present)
-        + f". Every number on all n = {n} test images.", "",
+        + f". Every number on {'all' if n >= 1000 else 'a stratified subset of'} n = {n} test images.", "",
         "### Accuracy (%, mean ± std over seeds [95 % interval])", "",
         "The interval is the Wilson score interval on n test images, widened by the 95 % t-interval of the seed "
         "mean (`benchmarks/results_file.py`, `interval`). PGD is the per-image worst of CE- and margin-PGD; robust "

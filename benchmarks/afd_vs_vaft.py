@@ -168,6 +168,9 @@ def main() -> None:
     parser.add_argument("--tune-lrs", type=float, nargs="+", default=[0.02, 0.04, 0.08])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--results", default="docs/results.md")
+    parser.add_argument("--section", default="afd",
+                        help="the section of --results to write (e.g. afd_aa for a run with other settings; "
+                             "each section keeps the command that produced it)")
     parser.add_argument("--quick", action="store_true", help="1 epoch per run: checks the pipeline, numbers meaningless")
     parser.add_argument("--finished-only", action="store_true",
                         help="train and evaluate nothing: write the results of the runs already finished and evaluated")
@@ -216,7 +219,7 @@ def main() -> None:
     rows = {v: rs for v, rs in rows.items() if rs}
     natural_record = measure("natural", natural, test, args.n)
     text = results_text(args, lrs, rows, natural_record, tuning, sorted(set(missing)))
-    write_section(args.results, "afd", text)
+    write_section(args.results, args.section, text)
     print(text)
 
 
@@ -271,18 +274,20 @@ def results_text(args: argparse.Namespace, lrs: dict[str, float], rows: dict[str
                f"took {sum(map(train_seconds, every_run)) / 60:.0f} min of training and {len(evals)} evaluations "
                f"{sum(evals) / 60:.0f} min")
     lines = [
-        "## AFD vs vAFT on mnist5k (CPU)", "",
+        f"## AFD vs vAFT on mnist5k (CPU): {'AutoAttack' if AUTOATTACK else 'PGD only'}, "
+        f"seed{'s' if len(args.seeds) > 1 else ''} {', '.join(map(str, args.seeds))}, n = {n}", "",
         f"Produced by `python benchmarks/afd_vs_vaft.py{' --tune --tune-lrs ' + ' '.join(f'{x:g}' for x in args.tune_lrs) if tuning else ''}"
-        f"{' --no-autoattack' if not AUTOATTACK else ''} --seeds "
-        f"{' '.join(map(str, args.seeds))}` on 2 shared CPU cores, one thread; runs in `{args.out}/`. "
+        f"{' --no-autoattack' if not AUTOATTACK else ''}{f' --n {args.n}' if args.n != 1000 else ''} --seeds "
+        f"{' '.join(map(str, args.seeds))}{f' --section {args.section}' if args.section != 'afd' else ''}` "
+        f"on 2 shared CPU cores, one thread; runs in `{args.out}/`. "
         f"Wall-clock seconds per run (mean over seeds): {timing}.", "",
         f"Setting: smallcnn, mnist5k, L∞ ε = 0.3. The natural start (standard training, 4 epochs) saw only the "
         f"3,200 training digits outside the validation split; the learning rates were chosen on the other 800 "
         f"({'table below' if tuning else 'preset values, not tuned in this run'}): "
         + ", ".join(f"{LABELS[v]} {lrs[v]:g}" for v in variants)
         + f". Each variant fine-tunes that model for 10 epochs on 3,200 training digits (each seed holds out its "
-        f"own 800; the seed-0 run at the chosen lr is the tuning run), seeds {args.seeds}. Evaluation on all "
-        f"n = {n} test images.", "",
+        f"own 800; the seed-0 run at the chosen lr is the tuning run), seeds {args.seeds}. Evaluation on "
+        f"{'all' if n >= 1000 else 'a stratified subset of'} n = {n} test images.", "",
         f"### Accuracy (%, mean ± std over seeds [95 % interval])", "",
         "The interval is the Wilson score interval of the mean on n test images, widened by the 95 % t-interval "
         "of the seed mean (`benchmarks/results_file.py`, `interval`). PGD is the per-image worst of CE- and "

@@ -242,11 +242,11 @@ def _add_demo(m: argparse.ArgumentParser) -> None:
     from featgap.demo import DEFAULT_RUNS, DEMO_N, DEMO_RUNS
 
     m.description = ("Train smallcnn on the bundled MNIST digits with standard training and PGD-AT, fine-tune the "
-                     "standard model with vAFT and AFD (and, with --runs ... afa, train AFA), evaluate each (clean, "
+                     "standard model with AFD (with --runs, also vAFT, AFD's baseline, and AFA), evaluate each (clean, "
                      "PGD-20, AutoAttack, sanity checks) and print their feature gap and AFD's component norms.")
     m.add_argument("--runs", nargs="+", default=list(DEFAULT_RUNS), choices=list(DEMO_RUNS), metavar="RUN",
                    help=f"which runs to train and evaluate, of {' '.join(DEMO_RUNS)} (default {' '.join(DEFAULT_RUNS)}: "
-                        "AFA adds about a minute of training and one of AutoAttack on 2 CPU cores)")
+                        "each of vaft and afa adds about a minute of AutoAttack on 2 CPU cores, afa one of training too)")
     m.add_argument("--out", default="runs/demo", help="folder for the demo's runs (default runs/demo)")
     m.add_argument("--n", type=int, default=DEMO_N, help=f"test images to evaluate on (stratified; default {DEMO_N}; "
                    "AutoAttack's time grows with it)")

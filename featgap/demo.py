@@ -3,15 +3,15 @@
 1. Train ``smallcnn`` on the bundled MNIST digits (``mnist5k``) with standard training.
 2. Train the same architecture with PGD adversarial training (ε = 0.3, ε ramped up over the
    first two epochs, which MNIST PGD-AT needs to get started).
-3. Fine-tune the standard model adversarially in two ways: vAFT (plain PGD-AT from the
-   natural weights) and AFD (the same, plus the feature disentangler and the natural teacher;
-   :mod:`featgap.methods.afd`), both with the ``mnist5k-smallcnn-*`` presets' settings on a
-   shorter schedule.
-4. With ``--runs ... afa`` (not by default, to stay within 3 minutes on a 2-core CPU:
-   :data:`DEFAULT_RUNS`): train AFA (:mod:`featgap.methods.afa`): adversarial
-   supervised-contrastive pre-training of the encoder, then ALF (a linear head trained with
-   PGD-AT on the frozen encoder), with the ``mnist5k-smallcnn-afa`` preset on a shorter
-   schedule. Its two stages are the run directories ``afa-pretrain`` and ``afa``.
+3. Fine-tune the standard model adversarially with AFD (PGD-AT from the natural weights plus the
+   feature disentangler and the natural teacher; :mod:`featgap.methods.afd`), with the
+   ``mnist5k-smallcnn-afd`` preset's settings on a shorter schedule.
+4. With ``--runs``, more (not by default, to stay within 3 minutes on a 2-core CPU:
+   :data:`DEFAULT_RUNS`): ``vaft``, AFD's baseline (the same fine-tuning without disentangler and
+   teacher), and ``afa`` (:mod:`featgap.methods.afa`): adversarial supervised-contrastive
+   pre-training of the encoder, then ALF (a linear head trained with PGD-AT on the frozen encoder),
+   with the ``mnist5k-smallcnn-afa`` preset on a shorter schedule. Its two stages are the run
+   directories ``afa-pretrain`` and ``afa``.
 5. Evaluate every run on a stratified subset of the test split: clean, PGD-20 (CE and logit
    margin, worst case per image) and standard AutoAttack accuracy, robust accuracy (the worst
    case over every attack), with the sanity checks of ``docs/evaluation.md``.
@@ -83,11 +83,18 @@ DEMO_RUNS: dict[str, TrainConfig] = {
 }
 """Every run the demo can train: name → recipe."""
 
-DEFAULT_RUNS = ("standard", "pgd_at", "vaft", "afd")
-"""What ``featgap demo`` trains and evaluates unless ``--runs`` says otherwise. AFA is left out of
-the default to keep the demo within 3 minutes on a 2-core CPU: each robust model costs about a
-minute of AutoAttack (FAB-T and Square; README "What the demo does"), and AFA's two stages another
-minute of training. ``featgap demo --runs standard pgd_at vaft afd afa`` adds it; tutorial 3 teaches it."""
+DEFAULT_RUNS = ("standard", "pgd_at", "afd")
+"""What ``featgap demo`` trains and evaluates unless ``--runs`` says otherwise: the natural model,
+the robust one trained from scratch, and AFD fine-tuned from the natural one. vAFT and AFA are
+left out to keep the demo within 3 minutes on a 2-core CPU: each robust model costs about a
+minute of AutoAttack in a one-thread worker (FAB-T and Square), so a fourth robust model adds a
+minute of wall time that the second core cannot share (measured: README "What the demo does").
+``featgap demo --runs standard pgd_at vaft afd afa`` trains all five (:data:`MORE_RUNS_HINT`);
+tutorial 2 compares AFD with vAFT, tutorial 3 teaches AFA."""
+
+MORE_RUNS_HINT = ("vAFT (AFD's baseline) and AFA are one flag away: featgap demo --runs standard pgd_at vaft afd afa "
+                  "(a few minutes more; the runs here are reused)")
+"""The line the demo prints at the end when it ran the default runs."""
 
 
 def demo_runs(names: Sequence[str]) -> tuple[str, ...]:
@@ -129,9 +136,17 @@ def _evaluate_run(name: str, out: Path, n: int, seed: int, device: str) -> EvalR
     return result
 
 
+def _measure_run(name: str, out: Path, n: int, seed: int, device: str) -> report.Measurement:
+    """Probe demo run ``name`` for the report on the ``n`` test digits the evaluation uses
+    (:func:`featgap.report.measure_run`): a job of its own, so it runs while AutoAttack works on
+    another run, not after everything else."""
+    return report.measure_run(report.read_runs([out / name])[0], n=n, seed=seed, device=device)
+
+
 def _jobs(names: tuple[str, ...], out: Path, n: int, device: str, seed: int, fresh: bool) -> dict[str, Job]:
     """The demo as a job graph: train each run (vAFT and AFD after the standard run they start
-    from), evaluate each run after it is trained. Longest jobs first, so two workers finish together."""
+    from), evaluate each run after it is trained, and probe it for the report. Longest jobs first,
+    so two workers finish together; the report's probes last, to fill a worker that would idle."""
     configs = {}
     for name in names:
         cfg = DEMO_RUNS[name]
@@ -145,6 +160,8 @@ def _jobs(names: tuple[str, ...], out: Path, n: int, device: str, seed: int, fre
     for name in ("pgd_at", "afa", "afd", "vaft", "standard"):
         if name in configs:
             jobs[f"evaluate:{name}"] = Job(_evaluate_run, (name, out, n, seed, device), (f"train:{name}",))
+    for name in names:
+        jobs[f"measure:{name}"] = Job(_measure_run, (name, out, n, seed, device), (f"train:{name}",))
     return jobs
 
 
@@ -200,18 +217,21 @@ def format_components(run_dir: Path, test: data.ImageSet, n: int, seed: int, dev
 
 
 def write_report(out: str | Path, names: tuple[str, ...] = DEFAULT_RUNS, n: int = DEMO_N, seed: int = 0,
-                 device: str = "auto", evaluation: dict | None = None) -> report.Report:
+                 device: str = "auto", evaluation: dict | None = None,
+                 measured: dict[str, report.Measurement] | None = None) -> report.Report:
     """The demo's HTML report, ``OUT/report.html``: :func:`featgap.report.write` on the runs ``OUT/NAME``
     with ``compute`` on, probing the same ``n`` stratified test images the evaluation used, and
     showing the evaluation with those settings (``evaluation``, :func:`featgap.runs.read_eval`'s
-    keywords; default: ``n`` images, ``seed``, AutoAttack on).
+    keywords; default: ``n`` images, ``seed``, AutoAttack on). ``measured`` (run name →
+    :class:`~featgap.report.Measurement`) holds the probes already computed; the others are computed here.
 
     >>> write_report("runs/demo").path       # PosixPath('runs/demo/report.html')
     """
     out = Path(out)
     evaluation = {"n": n, "seed": seed, "autoattack": True} if evaluation is None else evaluation
     return report.write([out / name for name in names], out / "report.html", compute=True, n=n, seed=seed,
-                        device=device, evaluation=evaluation)
+                        device=device, evaluation=evaluation,
+                        measured={out / name: m for name, m in (measured or {}).items()})
 
 
 def run_demo(out: str | Path = "runs/demo", n: int = DEMO_N, device: str = "auto", seed: int = 0,
@@ -250,8 +270,11 @@ def run_demo(out: str | Path = "runs/demo", n: int = DEMO_N, device: str = "auto
               + "".join(f"\n  FLAG {c.name}: {c.detail}" for c in flagged))
     print()
     evaluated = {"n": next(iter(results.values())).n, "seed": seed, "autoattack": True}
-    print(write_report(out, names, n=n, seed=seed, device=device, evaluation=evaluated).line()
+    measured = {name: done[f"measure:{name}"] for name in names}
+    print(write_report(out, names, n=n, seed=seed, device=device, evaluation=evaluated, measured=measured).line()
           + " — open it in any browser, no Python needed")
     print(f"\ndemo finished in {time.perf_counter() - start:.0f} s; runs in {out}/")
+    if set(names) != set(DEMO_RUNS):
+        print(MORE_RUNS_HINT)
     return results
 

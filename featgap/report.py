@@ -57,7 +57,7 @@ import math
 import sys
 import time
 import typing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -228,58 +228,91 @@ def _has_components(method: str) -> bool:
     return isinstance(wrapper, type) and hasattr(wrapper, "components")
 
 
-def measure(report_runs: Sequence[RunData], *, n: int = DEFAULT_N, seed: int = 0, device: str = "auto",
-            data_root: str | Path = "data", evaluate_missing: bool = True) -> None:
-    """Probe each run's model on a stratified test subset of ``n`` images and fill in the run's tables.
+@dataclass
+class Measurement:
+    """What :func:`measure_run` measured on one run's model: the :class:`RunData` fields it fills.
 
-    Per run, at its ε and norm: PGD-10 examples (seeded), the gap table at ``ε·EPS_FRACTIONS``,
-    the last layer's features, ``geometry_table`` with a stratified training subset of ``n``
-    images as reference, and for a method whose model has ``components()`` the component norms.
-    A run without an evaluation is evaluated first (``featgap eval --n n``, AutoAttack included)
-    and its evaluation kept (``eval-n{n}.json``), when ``evaluate_missing``.
+    Plain tables and arrays, so a worker process can compute it and send it back (``featgap demo``
+    probes each run in its job graph while AutoAttack runs on the other core)."""
+
+    gap: pd.DataFrame
+    gap_source: str
+    features: tuple[np.ndarray, np.ndarray]
+    geometry: pd.DataFrame
+    components: pd.DataFrame | None
+
+    def apply(self, run: RunData) -> RunData:
+        """``run`` with these measurements filled in (the same object, changed in place)."""
+        run.gap, run.gap_source, run.features = self.gap, self.gap_source, self.features
+        run.geometry, run.components = self.geometry, self.components
+        return run
+
+
+def measure_run(run: RunData, *, n: int = DEFAULT_N, seed: int = 0, device: str = "auto",
+                data_root: str | Path = "data") -> Measurement:
+    """Probe one run's model on a stratified test subset of ``n`` images (see :func:`measure`).
+
+    At the run's ε and norm (:meth:`RunData.threat_model`): PGD-10 examples (seeded), the gap table
+    at ``ε·EPS_FRACTIONS``, the last layer's natural and adversarial features, ``geometry_table``
+    with a stratified training subset of ``n`` images as the reference, and for a method whose
+    model has ``components()`` the component norms.
+
+    >>> m = measure_run(read_runs(["runs/demo/afd"])[0], n=150)
+    >>> m.gap.groupby("layer").l2.mean()
     """
     import torch
 
     from featgap import data
-    from featgap.evaluate import evaluate
     from featgap.methods import METHODS
     from featgap.probes import adversarial_examples, component_norms as components_probe, extract_features
     from featgap.probes import gap_vs_eps, geometry_table
     from featgap.train import resolve_device
 
-    device = resolve_device(str(device))
     if n < 10:
         raise FeatgapError(f"--n must be at least 10 (every class needs images); got {n}")
-    sets: dict[tuple[str, str], Any] = {}
+    dev = resolve_device(str(device))
+    test, train = data.load(run.dataset, "test", data_root), data.load(run.dataset, "train", data_root)
+    x, y = (test.stratified_subset(n, seed) if n < len(test) else test).tensors(dev)
+    model = runs.load(run.path, device=dev)
+    norm, eps = run.threat_model()
+    torch.manual_seed(seed)
+    x_adv = adversarial_examples(model, x, y, eps=eps, steps=10, norm=norm, seed=seed)
+    radii = list(dict.fromkeys(round(eps * f, 12) for f in EPS_FRACTIONS))
+    gap = gap_vs_eps(model, x, y, {radii[-1]: x_adv}, eps=radii, norm=norm, seed=seed)
+    feats = extract_features(model, torch.cat([x, x_adv]), [run.layer], desc="features")[run.layer].cpu().numpy()
+    reference = (train.stratified_subset(n, seed) if n < len(train) else train).tensors(dev)
+    geometry = geometry_table(model, x, y, x_adv, layers=[run.layer], reference=reference).assign(run=run.name)
+    components = None
+    if _has_components(run.method):
+        student = METHODS[run.method].load_wrapper(run.path, dev)
+        # the exported model's logits are the student's, so its PGD examples are the student's too
+        components = components_probe(student, x, y, x_adv)
+    return Measurement(gap, f"computed: {len(y)} test images, PGD-10, seed {seed}",
+                       (feats[:len(y)], feats[len(y):]), geometry, components)
 
-    def split(dataset: str, which: str) -> Any:
-        if (dataset, which) not in sets:
-            sets[dataset, which] = data.load(dataset, which, data_root)
-        return sets[dataset, which]
 
+def measure(report_runs: Sequence[RunData], *, n: int = DEFAULT_N, seed: int = 0, device: str = "auto",
+            data_root: str | Path = "data", evaluate_missing: bool = True) -> None:
+    """Probe each run's model on a stratified test subset of ``n`` images and fill in the run's tables
+    (:func:`measure_run`, one run after the other, with a progress bar).
+
+    A run without an evaluation is evaluated first (``featgap eval --n n``, AutoAttack included)
+    and its evaluation kept (``eval-n{n}.json``), when ``evaluate_missing``.
+    """
+    from featgap import data
+    from featgap.evaluate import evaluate
+    from featgap.train import resolve_device
+
+    if n < 10:
+        raise FeatgapError(f"--n must be at least 10 (every class needs images); got {n}")
     for run in progress(report_runs, desc="report: measuring runs"):
-        test = split(run.dataset, "test")
-        x, y = (test.stratified_subset(n, seed) if n < len(test) else test).tensors(device)
-        model = runs.load(run.path, device=device)
-        norm, eps = run.threat_model()
         if run.eval is None and evaluate_missing:
-            result = evaluate(model, test, eps=eps, norm=norm, n=n, seed=seed)
+            norm, eps = run.threat_model()
+            model = runs.load(run.path, device=resolve_device(str(device)))
+            result = evaluate(model, data.load(run.dataset, "test", data_root), eps=eps, norm=norm, n=n, seed=seed)
             run.eval = result.as_dict()
             run.eval["file"] = runs.write_eval(run.path, run.eval).name
-        torch.manual_seed(seed)
-        x_adv = adversarial_examples(model, x, y, eps=eps, steps=10, norm=norm, seed=seed)
-        radii = list(dict.fromkeys(round(eps * f, 12) for f in EPS_FRACTIONS))
-        run.gap = gap_vs_eps(model, x, y, {radii[-1]: x_adv}, eps=radii, norm=norm, seed=seed)
-        run.gap_source = f"computed: {len(y)} test images, PGD-10, seed {seed}"
-        feats = extract_features(model, torch.cat([x, x_adv]), [run.layer], desc="features")[run.layer].cpu().numpy()
-        run.features = (feats[:len(y)], feats[len(y):])
-        train = split(run.dataset, "train")
-        reference = (train.stratified_subset(n, seed) if n < len(train) else train).tensors(device)
-        run.geometry = geometry_table(model, x, y, x_adv, layers=[run.layer], reference=reference).assign(run=run.name)
-        if _has_components(run.method):
-            student = METHODS[run.method].load_wrapper(run.path, device)
-            # the exported model's logits are the student's, so its PGD examples are the student's too
-            run.components = components_probe(student, x, y, x_adv)
+        measure_run(run, n=n, seed=seed, device=device, data_root=data_root).apply(run)
 
 
 # ---------------------------------------------------------------- figures
@@ -587,7 +620,8 @@ _TEMPLATE = """<!DOCTYPE html>
 # ---------------------------------------------------------------- the one entry point
 def write(run_dirs: Sequence[str | Path], path: str | Path, *, compute: bool = False, n: int = DEFAULT_N,
           seed: int = 0, device: str = "auto", data_root: str | Path = "data",
-          stderr: TextIO | None = None, evaluation: dict | None = None) -> Report:
+          stderr: TextIO | None = None, evaluation: dict | None = None,
+          measured: Mapping[str | Path, Measurement] | None = None) -> Report:
     """Write the standalone HTML report of ``run_dirs`` to ``path`` (see the module docstring).
 
     Arguments:
@@ -604,6 +638,9 @@ def write(run_dirs: Sequence[str | Path], path: str | Path, *, compute: bool = F
         evaluation (dict | None): which evaluation of each run to show, by settings: keywords of
             :func:`featgap.runs.read_eval`, e.g. ``{"n": 150, "autoattack": True}``. (Default:
             ``None``, the largest evaluation of each run, AutoAttack preferred)
+        measured (dict | None): run directory → its :class:`Measurement`, already computed with
+            :func:`measure_run` (e.g. in a worker process); with ``compute`` only the other runs are
+            measured here. (Default: ``None``)
 
     Returns:
         a :class:`Report`: the path, its size in bytes, seconds taken, the warnings and the
@@ -621,8 +658,13 @@ def write(run_dirs: Sequence[str | Path], path: str | Path, *, compute: bool = F
     warnings = [w for w in (dataset_warning(report_runs),) if w]
     for w in warnings:
         print(f"featgap: warning: {w}", file=stderr or sys.stderr)
-    if compute:
-        measure(report_runs, n=n, seed=seed, device=device, data_root=data_root)
+    done = {Path(k): m for k, m in (measured or {}).items()}
+    for run in report_runs:
+        if run.path in done:
+            done[run.path].apply(run)
+    todo = [r for r in report_runs if r.path not in done]
+    if compute and todo:
+        measure(todo, n=n, seed=seed, device=device, data_root=data_root)
     text, not_measured = build_page(report_runs, warnings, computed=compute)
     cache.write_text(out, text)
     return Report(out, out.stat().st_size, time.perf_counter() - start, warnings, not_measured)

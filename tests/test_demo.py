@@ -39,7 +39,7 @@ def test_demo_trains_evaluates_and_pgd_at_is_robust(tmp_path, capsys):
 def test_demo_runs_are_checked_and_fine_tunings_bring_their_start():
     from featgap.errors import FeatgapError
 
-    assert DEFAULT_RUNS == ("standard", "pgd_at", "vaft", "afd")
+    assert DEFAULT_RUNS == ("standard", "pgd_at", "afd")
     assert demo_runs(["afd"]) == ("standard", "afd")
     assert demo_runs(["afa", "pgd_at"]) == ("pgd_at", "afa")
     with pytest.raises(FeatgapError, match="unknown demo run 'mart'"):

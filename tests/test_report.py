@@ -291,6 +291,25 @@ def test_every_computed_figure_comes_from_the_runs(computed, dirs, widget_runs):
     np.testing.assert_allclose(values(natural["y"]), [nat["f1_norm"].mean(), nat["f2_norm"].mean()], rtol=1e-5)
 
 
+def test_measurements_made_elsewhere_give_the_same_page(computed, dirs, tmp_path, monkeypatch):
+    """``featgap demo`` probes each run in a worker process (report.measure_run) and hands the
+    measurements to write(): the figures equal those write(compute=True) measures itself."""
+    import pickle
+
+    made = {d: pickle.loads(pickle.dumps(report.measure_run(report.read_runs([d])[0], n=N, device="cpu")))
+            for d in dirs}  # through pickle, as a worker sends them back
+
+    def no_second_time(*args, **kwargs):
+        raise AssertionError("write() measured a run it was given the measurements of")
+
+    monkeypatch.setattr(report, "measure_run", no_second_time)
+    out = tmp_path / "given.html"
+    result = report.write(dirs, out, compute=True, n=N, device="cpu", measured=made)
+    assert result.not_measured == []
+    page, _ = computed
+    assert figures_of(out.read_text()) == figures_of(page)
+
+
 def test_embeddings_one_map_per_run_and_before_after_for_a_fine_tuned_run(computed):
     page, _ = computed
     maps = {run: fig for kind, run, fig in figures_of(page) if kind == "embedding"}

@@ -34,6 +34,7 @@ from featgap.train.config import TrainConfig, differing_settings
 from featgap.train.ema import ModelEMA
 from featgap.train.monitor import EpochMonitor
 from featgap.train.schedule import lr_factor, ramp
+from featgap.train.step_log import StepLog
 
 Callback = Callable[[nn.Module, int], dict]
 """``callback(eval_model, epoch) -> dict`` merged into that epoch's ``metrics.jsonl`` record."""
@@ -265,8 +266,8 @@ class Trainer:
             return "no checkpoint had been written yet"
         return f"the last good checkpoint (epoch {epoch}, {self.out / runs.LAST}) is kept"
 
-    def _non_finite(self, value: float, epoch: int, i: int, steps: int) -> str:
-        return (f"non-finite loss ({value}) at epoch {epoch + 1}, step {i + 1} of {steps} (step {self.step} of "
+    def _non_finite(self, value: float, epoch: int, i: int, steps: int, run_step: int) -> str:
+        return (f"non-finite loss ({value}) at epoch {epoch + 1}, step {i + 1} of {steps} (step {run_step} of "
                 f"the run): training stopped; {self._kept()}. Lower --lr (or check the data), or rerun with "
                 "--detect-anomaly to find the operation that produced it")
 
@@ -303,8 +304,7 @@ class Trainer:
         for epoch in range(self.start_epoch, cfg.epochs):
             epoch_start = time.perf_counter()
             model.train()
-            sums: dict[str, float] = {}
-            seen = 0
+            log = StepLog()  # the steps' loss and metrics stay on the device; read every READ_EVERY steps
             first_bad: str | None = None
             bar = progress(loader, desc=f"{cfg.method} epoch {epoch + 1}/{cfg.epochs}", leave=False)
             for i, (x, y) in enumerate(bar):
@@ -325,17 +325,16 @@ class Trainer:
                 self.step += 1
                 if ema is not None:
                     ema.update(model, self.step)
-                b = len(y)
-                seen += b
-                values = {k: float(v) for k, v in {"loss": loss.detach(), **metrics}.items()}
-                if not math.isfinite(values["loss"]) and first_bad is None:  # read anyway for the averages
-                    first_bad = self._non_finite(values["loss"], epoch, i, len(loader))
-                    if not self.dist.enabled:
-                        raise FeatgapError(first_bad)
-                for k, v in values.items():
-                    sums[k] = sums.get(k, 0.0) + v * b
+                log.add({"loss": loss, **metrics}, len(y))
+                if log.due(i, len(loader)):  # one host synchronisation per READ_EVERY steps, none in between
+                    sums, seen, bad = log.read()
+                    if bad is not None and first_bad is None:  # a non-finite loss, named by its own step
+                        first_bad = self._non_finite(bad[1], epoch, bad[0], len(loader), self.step - i + bad[0])
+                        if not self.dist.enabled:
+                            raise FeatgapError(first_bad)
+                    bar.set_postfix({k: f"{v / seen:.3f}" for k, v in sums.items()}, refresh=False)
                 cache.crash_point("step")
-                bar.set_postfix({k: f"{v / seen:.3f}" for k, v in sums.items()}, refresh=False)
+            sums, seen, _ = log.read()
             sums, seen = self.dist.sum_over_ranks(sums, seen)  # torchrun: the global batch's averages
             # torchrun: a rank that met a non-finite loss goes on to here (stopping alone would leave
             # the others waiting in a collective); every rank sees the non-finite sum and stops.
