@@ -4,8 +4,9 @@ Why: on a laptop CPU much of featgap's work is made of many *small* operations (
 FAB-T runs 900 forward/backward passes per robust image, Square 5,000 forward passes on a few
 dozen digits). Such work is bound by per-operation overhead, not arithmetic, so a second torch
 thread inside one process barely helps, while a second *process* doing other work on the
-other core doubles what gets done. ``featgap demo`` trains and evaluates five models; this
-module runs them two at a time, each process with its share of the threads.
+other core doubles what gets done. ``featgap demo`` trains, evaluates and probes three models
+(five with ``--runs``); this module runs those jobs two at a time, each process with its share
+of the threads.
 
 A job is a picklable top-level function with its arguments and the names of the jobs whose
 results it needs first; :func:`run_jobs` starts every job whose dependencies are done, in
