@@ -249,13 +249,15 @@ class Measurement:
 
 
 def measure_run(run: RunData, *, n: int = DEFAULT_N, seed: int = 0, device: str = "auto",
-                data_root: str | Path = "data") -> Measurement:
+                data_root: str | Path = "data", splits: tuple[Any, Any] | None = None) -> Measurement:
     """Probe one run's model on a stratified test subset of ``n`` images (see :func:`measure`).
 
     At the run's ε and norm (:meth:`RunData.threat_model`): PGD-10 examples (seeded), the gap table
     at ``ε·EPS_FRACTIONS``, the last layer's natural and adversarial features, ``geometry_table``
     with a stratified training subset of ``n`` images as the reference, and for a method whose
-    model has ``components()`` the component norms.
+    model has ``components()`` the component norms. ``splits`` is the run's dataset as
+    ``(test, train)`` :class:`~featgap.data.ImageSet` objects when the caller has loaded it already
+    (:func:`measure` loads each dataset once for all its runs); otherwise it is loaded from ``data_root``.
 
     >>> m = measure_run(read_runs(["runs/demo/afd"])[0], n=150)
     >>> m.gap.groupby("layer").l2.mean()
@@ -271,7 +273,7 @@ def measure_run(run: RunData, *, n: int = DEFAULT_N, seed: int = 0, device: str 
     if n < 10:
         raise FeatgapError(f"--n must be at least 10 (every class needs images); got {n}")
     dev = resolve_device(str(device))
-    test, train = data.load(run.dataset, "test", data_root), data.load(run.dataset, "train", data_root)
+    test, train = splits or (data.load(run.dataset, "test", data_root), data.load(run.dataset, "train", data_root))
     x, y = (test.stratified_subset(n, seed) if n < len(test) else test).tensors(dev)
     model = runs.load(run.path, device=dev)
     norm, eps = run.threat_model()
@@ -305,14 +307,17 @@ def measure(report_runs: Sequence[RunData], *, n: int = DEFAULT_N, seed: int = 0
 
     if n < 10:
         raise FeatgapError(f"--n must be at least 10 (every class needs images); got {n}")
+    sets: dict[str, tuple[Any, Any]] = {}  # dataset → (test, train), each loaded once for all runs
     for run in progress(report_runs, desc="report: measuring runs"):
+        if run.dataset not in sets:
+            sets[run.dataset] = (data.load(run.dataset, "test", data_root), data.load(run.dataset, "train", data_root))
         if run.eval is None and evaluate_missing:
             norm, eps = run.threat_model()
             model = runs.load(run.path, device=resolve_device(str(device)))
-            result = evaluate(model, data.load(run.dataset, "test", data_root), eps=eps, norm=norm, n=n, seed=seed)
+            result = evaluate(model, sets[run.dataset][0], eps=eps, norm=norm, n=n, seed=seed)
             run.eval = result.as_dict()
             run.eval["file"] = runs.write_eval(run.path, run.eval).name
-        measure_run(run, n=n, seed=seed, device=device, data_root=data_root).apply(run)
+        measure_run(run, n=n, seed=seed, device=device, splits=sets[run.dataset]).apply(run)
 
 
 # ---------------------------------------------------------------- figures
